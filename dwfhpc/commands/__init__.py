@@ -1,0 +1,1 @@
+"""Subcommands of ``dwfhpc``: one module each, each with ``register(subparsers)``."""

@@ -1,0 +1,39 @@
+"""``dwfhpc config check FILE`` and ``dwfhpc config show NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_any, load_site, shipped_configs
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check or show configuration files")
+    s = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = s.add_parser("check", help="validate site or instrument YAML files; non-zero exit on the first error")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.set_defaults(func=check)
+    w = s.add_parser("show", help="print a site config with every default filled in")
+    w.add_argument("name", help="shipped name (local, ctio, ozstar, g2) or path")
+    w.set_defaults(func=show)
+    ls = s.add_parser("list", help="list the shipped configs")
+    ls.set_defaults(func=list_shipped)
+
+
+def check(args: argparse.Namespace) -> int:
+    for f in args.files:
+        settings = load_any(f)
+        print(f"{f}: ok ({type(settings).__name__.replace('Settings', '').lower()} config)")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    print(json.dumps(load_site(args.name).model_dump(), indent=2))
+    return 0
+
+
+def list_shipped(args: argparse.Namespace) -> int:
+    for p in sorted(shipped_configs().glob("*.yaml")):
+        print(f"{p.stem:10s} {p}")
+    return 0

@@ -1,0 +1,309 @@
+"""Site and instrument configuration: YAML in, validated settings out.
+
+A site file describes where things live and how jobs run (``configs/local.yaml``,
+``ctio.yaml``, ``ozstar.yaml``, ``g2.yaml``); an instrument file describes a camera
+(``decam.yaml``, ``hsc.yaml``). Loading validates every key: an unknown key, a wrong type or
+a missing required value is a :class:`~dwfhpc.errors.ConfigError` naming the file, the key and
+what was expected. Relative paths in a site file are resolved against its ``workdir``.
+
+The files shipped in ``configs/`` are also package data, so ``load_site("local")`` works from
+any folder.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+Codec = Literal["jp2", "jp2-lossless", "rice", "rice-q", "none"]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- instrument
+class InstrumentSettings(Strict):
+    """A camera: ``configs/decam.yaml``, ``configs/hsc.yaml``."""
+
+    name: Literal["decam", "hsc"]
+    pixel_scale: float = Field(gt=0, description="arcsec per pixel")
+    longitude: float = Field(ge=-180, le=180, description="site longitude, degrees east (west negative)")
+    latitude: float = Field(ge=-90, le=90)
+    bad_ccds: list[int] = Field(default_factory=list, description="CCDs never processed")
+    saturation_default: float | None = Field(None, description="ADU, when the header has none")
+    read_noise_default: float | None = Field(None, description="electrons, when the header has none")
+    bpm_dir: str | None = Field(None, description="bad-pixel box lists (ECSV), one per CCD")
+    filters: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- telescope side
+class PushSettings(Strict):
+    """The telescope side: ``dwfhpc push``."""
+
+    raw_dir: str = "raw"
+    outgoing_dir: str = Field("outgoing", description="where parts are packed before sending")
+    journal: str = Field("push-journal.sqlite", description="sender journal (SQLite)")
+    codec: Codec = "rice-q"
+    ratio: float = Field(10.0, gt=1, description="jp2 target compression ratio")
+    qlevel: float = Field(4.0, gt=0, description="rice-q quantisation level")
+    parts: int = Field(4, ge=1, description="parts per exposure")
+    streams: int = Field(4, ge=1, le=64)
+    jobs: int | None = Field(None, ge=1, description="compression processes (default: all cores)")
+    mode: Literal["serial", "parallel", "batch", "end-of-night"] = "parallel"
+    nbundle: int = Field(4, ge=1)
+    exp_min: int = Field(0, ge=0, description="end-of-night: ignore exposures at or below this number")
+    poll_seconds: float = Field(2.0, gt=0)
+    stable_seconds: float = Field(2.0, ge=0, description="size must be stable this long")
+    incomplete_timeout: float = Field(600.0, gt=0, description="give up on a file still incomplete after this")
+    keep_sent_parts: bool = Field(False, description="keep part tarballs after confirmed delivery")
+    patterns: list[str] = Field(default_factory=lambda: ["DECam_*.fits.fz", "c4d_*_ori.fits.fz", "HSCA*.fits"])
+
+
+class TransportSettings(Strict):
+    """How parts reach the cluster: rsync to a local folder or over ssh."""
+
+    kind: Literal["local", "ssh"] = "local"
+    host: str | None = None
+    user: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    key: str | None = Field(None, description="ssh private key")
+    known_hosts: str | None = Field(None, description="known_hosts file; host keys are always checked")
+    ssh_options: list[str] = Field(default_factory=list, description="extra '-o' options, e.g. Ciphers=...")
+    control_persist: int = Field(600, ge=0, description="seconds an idle ControlMaster stays up")
+    staging: str = Field("staging", description="partial/staging folder on the receiver")
+    inbox: str = Field("inbox", description="inbox folder on the receiver")
+    retries: int = Field(6, ge=0)
+    backoff_seconds: float = Field(2.0, gt=0)
+    backoff_max: float = Field(120.0, gt=0)
+    timeout_seconds: int = Field(120, ge=1, description="rsync --timeout")
+    bwlimit_kbps: int | None = Field(None, ge=1)
+
+    @field_validator("ssh_options")
+    @classmethod
+    def _no_disabled_host_keys(cls, v: list[str]) -> list[str]:
+        for opt in v:
+            norm = opt.replace(" ", "").replace("=", "").lower()
+            if norm in ("stricthostkeycheckingno", "userknownhostsfile/dev/null"):
+                raise ValueError(f"{opt!r} switches host-key checking off; record the host key in known_hosts instead")
+        return v
+
+
+# --------------------------------------------------------------------------- cluster side
+class SchedulerSettings(Strict):
+    """Resources and submission details for Slurm or PBS arrays."""
+
+    partition: str | None = None
+    account: str | None = None
+    reservation: str | None = None
+    qos: str | None = None
+    queue: str | None = Field(None, description="PBS queue")
+    time_minutes: int = Field(20, ge=1)
+    mem_gb: float = Field(4.0, gt=0)
+    cpus_per_task: int = Field(1, ge=1)
+    tmp_gb: float | None = Field(None, gt=0, description="node-local scratch to request")
+    array_parallelism: int = Field(64, ge=1)
+    max_array_size: int | None = Field(None, ge=1, description="override MaxArraySize read from the cluster")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the task (module load ...)")
+    pbs_array_syntax: Literal["J", "t"] = Field("J", description="PBS Pro -J or Torque -t")
+    extra: dict[str, str] = Field(default_factory=dict, description="additional scheduler parameters")
+
+
+class IngestSettings(Strict):
+    """The cluster side: ``dwfhpc ingest``."""
+
+    inbox: str = "inbox"
+    quarantine: str = "quarantine"
+    parts_store: str = Field("parts", description="verified parts are moved here")
+    state_db: str = "state.sqlite"
+    specs: str = Field("specs", description="task spec JSON files")
+    jobs_dir: str = Field("jobs", description="submitit folders and scheduler logs")
+    executor: Literal["local", "slurm", "pbs"] = "local"
+    poll_seconds: float = Field(5.0, gt=0)
+    max_jobs: int | None = Field(None, ge=1)
+    rate: float | None = Field(None, gt=0, description="parts per minute")
+    max_attempts: int = Field(3, ge=1)
+    lost_after_seconds: float = Field(30.0, gt=0, description="a task gone from the queue without a result this long is lost")
+    report_every_seconds: float = Field(60.0, gt=0)
+
+
+class NodeSettings(Strict):
+    """What a task does on a compute node."""
+
+    scratch_vars: list[str] = Field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"])
+    scratch_fallback: str = "/tmp"
+    min_free_gb: float = Field(1.0, ge=0, description="refuse to start with less scratch than this")
+    backend: Literal["embedded", "photpipe", "hscpipe"] = "embedded"
+    container: bool = Field(False, description="run the calibration step inside the image")
+    image: str | None = Field(None, description="Apptainer image used by container/backends")
+    binds: list[str] = Field(default_factory=list)
+    photpipe_command: list[str] = Field(default_factory=lambda: ["pipeloop.pl", "-red", "{night}", "{ccd}", "-id", "{expnum}", "-redobad"])
+    photpipe_root: str | None = None
+    hscpipe_repo: str | None = None
+    hscpipe_rerun: str = "dwf"
+    hscpipe_config: str | None = None
+
+
+class CalibrationSettings(Strict):
+    """Embedded calibrator and QA."""
+
+    products: str = "products"
+    library: str = Field("calibs", description="calibration library (night / CCD / filter)")
+    masters: str = Field("masters", description="master bias and flats")
+    refcat: str | None = Field(None, description="reference catalog (FITS table with ra, dec, mag)")
+    bpm_dir: str | None = None
+    to_electrons: bool = False
+    rice_qlevel: float = Field(4.0, gt=0)
+    wcs_match_radius_arcsec: float = Field(3.0, gt=0)
+    wcs_min_matches: int = Field(5, ge=1)
+
+
+class ImageSettings(Strict):
+    """Apptainer images: where they are built and deployed."""
+
+    build_dir: str = "images"
+    deploy_dir: str | None = None
+    build_args: dict[str, str] = Field(default_factory=dict)
+    fakeroot: bool | None = Field(None, description="default: when not privileged")
+
+
+class SiteSettings(Strict):
+    """A site: where everything lives and how jobs run."""
+
+    name: str
+    description: str = ""
+    workdir: str = Field(".", description="base for relative paths in this file")
+    instrument: Literal["decam", "hsc"] = "decam"
+    push: PushSettings = Field(default_factory=PushSettings)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+
+    source: str | None = Field(None, exclude=True, description="the file this was loaded from")
+
+    def path(self, value: str | os.PathLike[str] | None) -> Path | None:
+        """Resolve a path from this config: ``~`` and ``$VARS`` expanded, relative to ``workdir``."""
+        if value is None:
+            return None
+        p = Path(os.path.expandvars(os.path.expanduser(str(value))))
+        if p.is_absolute():
+            return p
+        return (self.base / p).resolve()
+
+    @property
+    def base(self) -> Path:
+        w = Path(os.path.expandvars(os.path.expanduser(self.workdir)))
+        if not w.is_absolute():
+            w = Path.cwd() / w
+        return w.resolve()
+
+
+# --------------------------------------------------------------------------- loading
+def shipped_configs() -> Path:
+    """The folder of configs shipped with the package (``configs/`` in the repository)."""
+    return Path(str(resources.files("dwfhpc") / "configs"))
+
+
+def _locate(name_or_path: str | os.PathLike[str]) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in str(name_or_path):
+        if not p.exists():
+            raise ConfigError("no such configuration file", p)
+        return p
+    shipped = shipped_configs() / f"{name_or_path}.yaml"
+    if not shipped.exists():
+        known = ", ".join(sorted(x.stem for x in shipped_configs().glob("*.yaml")))
+        raise ConfigError(f"no configuration named {str(name_or_path)!r} (shipped: {known})")
+    return shipped
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", path) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, found {type(data).__name__}", path)
+    return data
+
+
+def _validation_error(exc: ValidationError, path: Path) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        problem = "unknown key"
+    elif kind == "missing":
+        problem = "required value is missing"
+    else:
+        got = first.get("input")
+        problem = f"{first['msg']} (got {got!r})" if not isinstance(got, dict) else first["msg"]
+    more = len(exc.errors()) - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(problem, path, key=key)
+
+
+def load_site(name_or_path: str | os.PathLike[str], *, workdir: str | os.PathLike[str] | None = None,
+              overrides: dict[str, Any] | None = None) -> SiteSettings:
+    """Load and validate a site config by shipped name (``local``) or path.
+
+    ``workdir`` replaces the file's ``workdir``; ``overrides`` is a nested mapping applied
+    on top of the file (used by command-line flags).
+    """
+    path = _locate(name_or_path)
+    data = _read_yaml(path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    if workdir is not None:
+        data["workdir"] = str(workdir)
+    try:
+        site = SiteSettings.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, path) from None
+    site.source = str(path)
+    return site
+
+
+def load_instrument(name_or_path: str | os.PathLike[str]) -> InstrumentSettings:
+    """Load and validate an instrument config by shipped name (``decam``) or path."""
+    path = _locate(name_or_path)
+    try:
+        return InstrumentSettings.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise _validation_error(exc, path) from None
+
+
+def load_any(path: str | os.PathLike[str]) -> BaseModel:
+    """Validate a file as an instrument config when it says ``pixel_scale``, else as a site config."""
+    p = _locate(path)
+    data = _read_yaml(p)
+    return load_instrument(p) if "pixel_scale" in data else load_site(p)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

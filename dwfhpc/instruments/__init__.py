@@ -1,0 +1,105 @@
+"""Instrument models and the functions that read an exposure's identity from its headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from ..errors import FitsFormatError
+from ..fitsio_utils import merge_headers, open_fits
+from .base import KINDS, Amplifier, CCDGeometry, ExposureInfo, Instrument
+from .decam import DECam
+from .hsc import HSC
+
+INSTRUMENTS: dict[str, type[Instrument]] = {"decam": DECam, "hsc": HSC}
+
+__all__ = [
+    "KINDS", "Amplifier", "CCDGeometry", "ExposureInfo", "Instrument", "DECam", "HSC",
+    "INSTRUMENTS", "get_instrument", "instrument_for", "detect", "CCDHeader", "read_ccd_headers", "exposure_info",
+]
+
+
+def get_instrument(name: str, settings=None) -> Instrument:
+    """Instrument model by name, optionally configured by an instrument config."""
+    try:
+        cls = INSTRUMENTS[name.lower()]
+    except KeyError:
+        raise FitsFormatError(f"unknown instrument {name!r} (known: {', '.join(INSTRUMENTS)})") from None
+    return cls(settings)
+
+
+def detect(header: fits.Header, path: str | Path | None = None, settings_by_name: dict | None = None) -> Instrument:
+    """The instrument that wrote ``header`` (from INSTRUME)."""
+    for name, cls in INSTRUMENTS.items():
+        if cls.matches(header):
+            settings = (settings_by_name or {}).get(name)
+            return cls(settings)
+    raise FitsFormatError(f"unknown instrument INSTRUME={header.get('INSTRUME')!r}", path)
+
+
+@dataclass(frozen=True)
+class CCDHeader:
+    """One science CCD in a file: its number, HDU index, and primary+extension header merged."""
+
+    ccd: int
+    hdu: int
+    header: fits.Header
+
+
+def read_ccd_headers(path: str | Path, instrument: Instrument | None = None,
+                     ccds: list[int] | None = None) -> tuple[Instrument, fits.Header, list[CCDHeader]]:
+    """Headers of the science CCDs in a raw MEF, a per-CCD file, or a header-only file.
+
+    Returns the instrument, the primary header and the CCDs (science CCDs only, in file order,
+    restricted to ``ccds`` when given). Pixels are not read.
+    """
+    hdul = open_fits(path)
+    try:
+        primary = hdul[0].header
+        inst = instrument or detect(primary, path)
+        found: list[CCDHeader] = []
+        single = inst.ccd_number(primary, path)
+        if single is not None:  # a per-CCD file: everything is in the primary
+            if single in inst.science_ccds and (ccds is None or single in ccds):
+                found.append(CCDHeader(single, 0, primary.copy()))
+        else:
+            for index, hdu in enumerate(hdul[1:], start=1):
+                number = inst.ccd_number(hdu.header, path)
+                if number is None or number not in inst.science_ccds:
+                    continue
+                if ccds is not None and number not in ccds:
+                    continue
+                found.append(CCDHeader(number, index, merge_headers(primary, hdu.header)))
+        return inst, primary.copy(), found
+    except (OSError, ValueError) as exc:
+        raise FitsFormatError(f"truncated or damaged FITS file ({exc})", path) from None
+    finally:
+        hdul.close()
+
+
+def exposure_info(path: str | Path, instrument: Instrument | None = None) -> ExposureInfo:
+    """Identity of the exposure in ``path`` (instrument, expid, expnum, night, ...), from headers."""
+    inst, primary, ccds = read_ccd_headers(path, instrument)
+    header = ccds[0].header if ccds else primary
+    return ExposureInfo(
+        instrument=inst.name,
+        expid=inst.expid(header, path),
+        expnum=inst.expnum(header, path),
+        night=inst.night(header, path),
+        obstype=inst.obstype(header),
+        kind=inst.kind(header),
+        filter=inst.filter(header),
+        field=inst.field(header),
+        date_obs=str(header.get("DATE-OBS", "")),
+        exptime=float(header.get("EXPTIME", 0.0)),
+        ccds=tuple(c.ccd for c in ccds),
+    )
+
+
+def instrument_for(name: str) -> Instrument:
+    """Instrument model configured from the shipped instrument config of that name."""
+    from ..config import load_instrument
+
+    return get_instrument(name, load_instrument(name))
