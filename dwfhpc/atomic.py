@@ -21,6 +21,12 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = CHUNK) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -44,6 +50,7 @@ def atomic_path(final: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; shared products must be readable
     os.close(fd)
     tmp = Path(tmp_name)
     try:
