@@ -1,0 +1,195 @@
+"""Render a night as one self-contained HTML page with inline SVG plots.
+
+Input is a :class:`~dwfhpc.report.model.NightData` (built from the state DB by
+:mod:`dwfhpc.report.collect`); nothing here touches the database, so the page can be rendered
+from any source and tested on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..atomic import atomic_write_text  # noqa: E402
+from ..instruments.decam_focal_plane import ccd_boxes  # noqa: E402
+from .model import STAGES, NightData, percentile  # noqa: E402
+
+STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "lost": "#6a1b9a", "running": "#f9a825",
+                 "queued": "#90a4ae", "missing": "#eceff1"}
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _times(values: list[float]) -> list[datetime]:
+    return [datetime.fromtimestamp(v, tz=timezone.utc) for v in values]
+
+
+def plot_exposures_over_time(data: NightData) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    done = sorted(e.t_products for e in data.exposures if e.t_products)
+    arrived = sorted(e.t_complete for e in data.exposures if e.t_complete)
+    if arrived:
+        ax.step(_times(arrived), range(1, len(arrived) + 1), where="post", label="file complete at telescope")
+    if done:
+        ax.step(_times(done), range(1, len(done) + 1), where="post", label="all CCDs calibrated")
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("exposures")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Exposures over the night")
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def plot_latency_stages(data: NightData) -> str:
+    exposures = [e for e in data.exposures if e.stages]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    if exposures:
+        labels = [str(e.expnum) for e in exposures]
+        bottom = np.zeros(len(exposures))
+        for stage in STAGES:
+            vals = np.array([e.stages.get(stage, 0.0) for e in exposures])
+            ax.bar(labels, vals, bottom=bottom, label=stage)
+            bottom += vals
+        ax.legend(fontsize=7, ncol=3)
+        if len(labels) > 12:
+            ax.set_xticks(range(0, len(labels), max(1, len(labels) // 12)))
+    ax.set_xlabel("exposure")
+    ax.set_ylabel("seconds")
+    ax.set_title("Latency from file complete to products, by stage")
+    return _svg(fig)
+
+
+def plot_quality(data: NightData) -> str:
+    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
+    science = [e for e in data.exposures if e.kind == "science" and e.t_complete]
+    t = _times([e.t_complete for e in science])
+    for ax, attr, label in zip(axes, ("fwhm", "sky", "nsources"), ("seeing FWHM (arcsec)", "sky (ADU)", "sources per CCD")):
+        ax.plot(t, [getattr(e, attr) if getattr(e, attr) is not None else np.nan for e in science], "o-", ms=3)
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].set_title("Seeing, sky and source counts (median over CCDs)")
+    axes[-1].set_xlabel("time (UTC)")
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def plot_focal_plane(data: NightData) -> str:
+    """CCD status (colour) and median FWHM (text) on the DECam focal plane; a grid otherwise."""
+    states: dict[int, str] = {}
+    fwhm: dict[int, list[float]] = {}
+    for c in data.ccds:
+        prev = states.get(c.ccd)
+        # worst state wins for the map
+        order = ["missing", "done", "queued", "running", "failed", "lost"]
+        states[c.ccd] = c.state if prev is None or order.index(c.state if c.state in order else "missing") > order.index(prev) else prev
+        if c.fwhm is not None:
+            fwhm.setdefault(c.ccd, []).append(c.fwhm)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    if data.instrument == "decam":
+        boxes = ccd_boxes()
+    else:
+        ccds = sorted(states) or list(range(104))
+        boxes = {c: (f"{c}", (i % 13) * 2200, (i // 13) * 4300, 2048, 4176) for i, c in enumerate(ccds)}
+    for ccd, (name, x0, y0, w, h) in boxes.items():
+        state = states.get(ccd, "missing")
+        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=STATE_COLOURS.get(state, "#eceff1"), edgecolor="k", lw=0.5))
+        label = name
+        if ccd in fwhm:
+            label += f"\n{np.median(fwhm[ccd]):.2f}\""
+        ax.text(x0 + w / 2, y0 + h / 2, label, ha="center", va="center", fontsize=5)
+    xs = [b[1] for b in boxes.values()] + [b[1] + b[3] for b in boxes.values()]
+    ys = [b[2] for b in boxes.values()] + [b[2] + b[4] for b in boxes.values()]
+    ax.set_xlim(min(xs) - 500, max(xs) + 500)
+    ax.set_ylim(min(ys) - 500, max(ys) + 500)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in STATE_COLOURS.values()]
+    ax.legend(handles, list(STATE_COLOURS), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=6, frameon=False)
+    ax.set_title("Focal plane: CCD state and median FWHM")
+    return _svg(fig)
+
+
+def _summary_rows(data: NightData) -> list[tuple[str, str]]:
+    counts: dict[str, int] = {}
+    for c in data.ccds:
+        counts[c.state] = counts.get(c.state, 0) + 1
+    lat = [e.latency for e in data.exposures if e.latency is not None]
+    return [
+        ("night", data.night),
+        ("instrument", data.instrument),
+        ("exposures", str(len(data.exposures))),
+        ("CCDs calibrated", str(counts.get("done", 0))),
+        ("CCDs failed", str(counts.get("failed", 0))),
+        ("CCDs lost", str(counts.get("lost", 0))),
+        ("CCDs in flight", str(counts.get("queued", 0) + counts.get("running", 0))),
+        ("latency p50 / p95", f"{percentile(lat, 50):.1f} s / {percentile(lat, 95):.1f} s" if lat else "n/a"),
+    ]
+
+
+def render_html(data: NightData) -> str:
+    """The whole page as a string."""
+    esc = html.escape
+    summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _summary_rows(data))
+    failures = [c for c in data.ccds if c.state in ("failed", "lost")]
+    fail_rows = "".join(
+        f"<tr><td>{esc(c.expid)}</td><td>{c.ccd}</td><td>{esc(c.state)}</td><td>{c.attempts}</td><td>{esc(c.reason or '')}</td></tr>"
+        for c in failures
+    ) or '<tr><td colspan="5">none</td></tr>'
+    exp_rows = "".join(
+        f"<tr><td>{e.expnum}</td><td>{esc(e.expid)}</td><td>{esc(e.kind)}</td><td>{esc(e.filter)}</td><td>{esc(e.field)}</td>"
+        f"<td>{e.n_done}/{e.n_ccds}</td><td>{'' if e.latency is None else f'{e.latency:.1f}'}</td>"
+        f"<td>{'' if e.fwhm is None else f'{e.fwhm:.2f}'}</td></tr>"
+        for e in data.exposures
+    )
+    plots = {
+        "exposures": plot_exposures_over_time(data),
+        "latency": plot_latency_stages(data),
+        "quality": plot_quality(data),
+        "focalplane": plot_focal_plane(data),
+    }
+    figures = "".join(f'<figure class="plot" id="plot-{k}">{v}</figure>' for k, v in plots.items())
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>DWF night report {esc(data.night)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 2px 8px; text-align: left; }}
+th {{ background: #f4f4f4; }}
+.plots {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+figure.plot {{ margin: 0; border: 1px solid #ddd; padding: 4px; }}
+figure.plot svg {{ max-width: 640px; height: auto; }}
+</style></head><body>
+<h1>DWF night report: {esc(data.night)}</h1>
+<p>dwfhpc {esc(__version__)}, generated {generated}</p>
+<table id="summary">{summary}</table>
+<div class="plots">{figures}</div>
+<h2>Failures</h2>
+<table id="failures"><tr><th>exposure</th><th>CCD</th><th>state</th><th>attempts</th><th>reason</th></tr>{fail_rows}</table>
+<h2>Exposures</h2>
+<table id="exposures"><tr><th>expnum</th><th>exposure</th><th>kind</th><th>filter</th><th>field</th><th>CCDs done</th><th>latency (s)</th><th>FWHM (")</th></tr>{exp_rows}</table>
+</body></html>
+"""
+
+
+def write_report(data: NightData, out_dir: Path) -> Path:
+    """Write ``night-<night>.html`` into ``out_dir`` atomically and return its path."""
+    out = Path(out_dir) / f"night-{data.night}.html"
+    atomic_write_text(out, render_html(data))
+    return out
