@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dwfhpc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"dwfhpc {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_any, load_site, shipped_configs
+from ..config import InstrumentSettings, SiteSettings, load_any, load_site, shipped_configs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=show)
     ls = s.add_parser("list", help="list the shipped configs")
     ls.set_defaults(func=list_shipped)
+    ref = s.add_parser("reference", help="print every setting with its type, default and meaning (Markdown)")
+    ref.set_defaults(func=reference)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -36,4 +38,28 @@ def show(args: argparse.Namespace) -> int:
 def list_shipped(args: argparse.Namespace) -> int:
     for p in sorted(shipped_configs().glob("*.yaml")):
         print(f"{p.stem:10s} {p}")
+    return 0
+
+
+def _rows(model, prefix: str = ""):
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            yield from _rows(annotation, f"{prefix}{name}.")
+            continue
+        kind = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        default = field.get_default(call_default_factory=True)
+        default_text = "required" if field.is_required() else repr(default)
+        yield f"{prefix}{name}", kind, default_text, field.description or ""
+
+
+def reference(args: argparse.Namespace) -> int:
+    for title, model in (("Site config (configs/local.yaml, ctio, ozstar, g2)", SiteSettings),
+                         ("Instrument config (configs/decam.yaml, hsc)", InstrumentSettings)):
+        print(f"### {title}\n\n| key | type | default | meaning |\n|---|---|---|---|")
+        for key, kind, default, desc in _rows(model):
+            print(f"| `{key}` | {kind.replace('|', 'or')} | `{default}` | {desc} |")
+        print()
     return 0
