@@ -53,7 +53,7 @@ class PushSettings(Strict):
     raw_dir: str = "raw"
     outgoing_dir: str = Field("outgoing", description="where parts are packed before sending")
     journal: str = Field("push-journal.sqlite", description="sender journal (SQLite)")
-    codec: Codec = "rice-q"
+    codec: Codec = "rice"
     ratio: float = Field(10.0, gt=1, description="jp2 target compression ratio")
     qlevel: float = Field(4.0, gt=0, description="rice-q quantisation level")
     parts: int = Field(4, ge=1, description="parts per exposure")

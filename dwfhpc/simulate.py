@@ -52,7 +52,7 @@ DECAM_FILTERS = {
 # Dark-sky brightness (mag/arcsec^2) and photometric zero point (AB mag giving 1 e-/s).
 SKY_MAG = {"u": 22.9, "g": 22.0, "r": 21.2, "i": 20.5, "z": 19.6, "Y": 18.7, "VR": 21.5,
            "HSC-g": 22.0, "HSC-r": 21.2, "HSC-r2": 21.2, "HSC-i": 20.5, "HSC-i2": 20.5, "HSC-z": 19.6, "HSC-Y": 18.7}
-ZERO_POINT = {"u": 25.0, "g": 26.5, "r": 26.6, "i": 26.4, "z": 26.0, "Y": 24.9, "VR": 27.0}
+ZERO_POINT = {"u": 26.3, "g": 27.8, "r": 27.9, "i": 27.7, "z": 27.3, "Y": 26.2, "VR": 28.3}  # e-/s, DES-like
 HSC_ZERO_POINT = 27.5
 OBSTYPES = ("object", "zero", "dome flat")
 DEFAULT_POINTING = (150.0, 2.2)  # COSMOS-like field

@@ -71,7 +71,13 @@ def read_ccd_headers(path: str | Path, instrument: Instrument | None = None,
                     continue
                 if ccds is not None and number not in ccds:
                     continue
-                found.append(CCDHeader(number, index, merge_headers(primary, hdu.header)))
+                merged = merge_headers(primary, hdu.header)
+                # the pixel dimensions are structure cards; keep them as RAWNAX1/2 for the geometry
+                for axis in (1, 2):
+                    dim = hdu.header.get(f"ZNAXIS{axis}", hdu.header.get(f"NAXIS{axis}"))
+                    if dim and f"RAWNAX{axis}" not in merged:
+                        merged[f"RAWNAX{axis}"] = (int(dim), f"raw pixels along axis {axis}")
+                found.append(CCDHeader(number, index, merged))
         return inst, primary.copy(), found
     except (OSError, ValueError) as exc:
         raise FitsFormatError(f"truncated or damaged FITS file ({exc})", path) from None

@@ -1,0 +1,144 @@
+"""Check a part against its manifest and take members out of it safely.
+
+A member is accepted only if it is a regular file listed in the manifest, with a plain name
+(no directory, no ``..``, not absolute), the listed size and the listed sha256. Links, devices
+and unlisted members are refused. Nothing is written under its final name until it is verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..atomic import CHUNK, sha256_file
+from ..codecs import decompress_member
+from ..errors import IntegrityError
+from ..layout import ccd_fits_name, manifest_for_tar
+from .manifest import Manifest, Member, read_manifest
+
+
+def _check_name(name: str, tar: Path) -> None:
+    if not name or name.startswith("/") or "/" in name or "\\" in name or name in (".", "..") or ".." in name.split("/"):
+        raise IntegrityError(f"member {name!r}: unsafe path (absolute, '..' or a folder)", tar)
+
+
+def _check_member(info: tarfile.TarInfo, expected: dict[str, Member], tar: Path) -> Member:
+    _check_name(info.name, tar)
+    if info.issym() or info.islnk():
+        raise IntegrityError(f"member {info.name!r}: links are refused", tar)
+    if not info.isreg():
+        raise IntegrityError(f"member {info.name!r}: not a regular file (device, folder or fifo)", tar)
+    member = expected.get(info.name)
+    if member is None:
+        raise IntegrityError(f"member {info.name!r}: not listed in the manifest", tar)
+    if info.size != member.bytes:
+        raise IntegrityError(f"member {info.name!r}: {info.size} bytes, the manifest says {member.bytes}", tar)
+    return member
+
+
+def verify_part(tar: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None) -> Manifest:
+    """Tarball size + sha256 against the manifest, and its member list (safety, names, sizes)."""
+    tar = Path(tar)
+    manifest_path = Path(manifest_path) if manifest_path else manifest_for_tar(tar)
+    manifest = read_manifest(manifest_path)
+    if not tar.is_file():
+        raise IntegrityError("tarball is missing", tar)
+    size = tar.stat().st_size
+    if size != manifest.tar_bytes:
+        raise IntegrityError(f"tarball has {size} bytes, the manifest says {manifest.tar_bytes}", tar)
+    digest = sha256_file(tar)
+    if digest != manifest.tar_sha256:
+        raise IntegrityError(f"tarball sha256 {digest[:12]}... does not match the manifest's {manifest.tar_sha256[:12]}...", tar)
+    expected = {m.name: m for m in manifest.members}
+    seen = set()
+    try:
+        with tarfile.open(tar, "r:") as t:
+            for info in t:
+                _check_member(info, expected, tar)
+                if info.name in seen:
+                    raise IntegrityError(f"member {info.name!r}: appears twice", tar)
+                seen.add(info.name)
+    except tarfile.TarError as exc:
+        raise IntegrityError(f"not a readable tar file ({exc})", tar) from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise IntegrityError(f"member(s) {', '.join(missing)} listed in the manifest are missing", tar)
+    return manifest
+
+
+def extract_member(tar: str | os.PathLike[str], manifest: Manifest | str | os.PathLike[str], ccd: int,
+                   dest_dir: str | os.PathLike[str]) -> Path:
+    """Stream one CCD's member out of the tarball into ``dest_dir`` and verify its sha256.
+
+    Only that member's bytes are read (the tar headers before it are skipped by seeking).
+    Returns the path of the (still compressed) member.
+    """
+    tar = Path(tar)
+    manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    member = manifest.member(ccd)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / member.name
+    tmp = dest_dir / f".{member.name}.part"
+    try:
+        with tarfile.open(tar, "r:") as t:
+            try:
+                info = t.getmember(member.name)
+            except KeyError:
+                raise IntegrityError(f"member {member.name!r} (CCD {ccd}) is not in the tarball", tar) from None
+            _check_member(info, {member.name: member}, tar)
+            src = t.extractfile(info)
+            if src is None:
+                raise IntegrityError(f"member {member.name!r}: no data", tar)
+            h = hashlib.sha256()
+            with src, open(tmp, "wb") as out:
+                while block := src.read(CHUNK):
+                    h.update(block)
+                    out.write(block)
+        if h.hexdigest() != member.sha256:
+            raise IntegrityError(f"member {member.name!r}: sha256 does not match the manifest", tar)
+        os.replace(tmp, final)
+        return final
+    except tarfile.TarError as exc:
+        raise IntegrityError(f"member {member.name!r}: unreadable tar ({exc})", tar) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def restore_ccd(member_path: Path, member: Member, manifest: Manifest, out_fits: Path) -> Path:
+    """Decompress a verified member into a complete single-CCD raw FITS."""
+    return decompress_member(member_path, out_fits, codec=member.codec, header=member.fits_header(),
+                             params=manifest.codec_params)
+
+
+def unpack_part(tar: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                manifest_path: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Verify a part and decompress every CCD into ``out_dir`` as ``<expid>_<ccd>.fits``.
+
+    Work happens in a temporary folder beside ``out_dir``; files move into ``out_dir`` only when
+    every member verified and decompressed. On any problem ``out_dir`` gets nothing.
+    """
+    tar = Path(tar)
+    manifest = verify_part(tar, manifest_path)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{manifest.expid}.unpack-", dir=out_dir.parent))
+    try:
+        done = []
+        for m in manifest.members:
+            member_path = extract_member(tar, manifest, m.ccd, work / "members")
+            done.append(restore_ccd(member_path, m, manifest, work / ccd_fits_name(manifest.expid, m.ccd)))
+            member_path.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        final = []
+        for f in done:
+            target = out_dir / f.name
+            os.replace(f, target)
+            final.append(target)
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
