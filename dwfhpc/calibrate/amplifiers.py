@@ -1,0 +1,55 @@
+"""Per-amplifier overscan subtraction, saturation flags, trimming and assembly (geometry from the header)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FitsFormatError
+from ..instruments.base import Amplifier, CCDGeometry
+from . import maskbits
+
+EDGE_COLUMNS = 3  # overscan columns next to the data and the prescan are skipped
+
+
+def overscan_columns(amp: Amplifier, skip: int = EDGE_COLUMNS) -> slice:
+    cols = amp.bias.slices[1]
+    width = cols.stop - cols.start
+    if width <= 2 * skip:
+        return cols
+    return slice(cols.start + skip, cols.stop - skip)
+
+
+def overscan_rows(raw: np.ndarray, amp: Amplifier, skip: int = EDGE_COLUMNS) -> np.ndarray:
+    """Robust row-wise overscan level: the median of each overscan row, edge columns skipped."""
+    rows = amp.bias.slices[0]
+    return np.median(raw[rows, overscan_columns(amp, skip)], axis=1)
+
+
+def _orient(block: np.ndarray, amp: Amplifier) -> np.ndarray:
+    if amp.data.y_reversed != amp.ccd.y_reversed:
+        block = block[::-1, :]
+    if amp.data.x_reversed != amp.ccd.x_reversed:
+        block = block[:, ::-1]
+    return block
+
+
+def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electrons: bool = False,
+                           path=None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask): overscan-subtracted, trimmed, assembled float32 image and its saturation mask."""
+    if raw.shape != geometry.raw_shape:
+        raise FitsFormatError(f"pixels are {raw.shape}, the header's geometry says {geometry.raw_shape}", path)
+    image = np.empty(geometry.trimmed_shape, np.float32)
+    mask = np.zeros(geometry.trimmed_shape, np.uint8)
+    for amp in geometry.amps:
+        rows = amp.data.slices[0]
+        if (amp.bias.slices[0].start, amp.bias.slices[0].stop) != (rows.start, rows.stop):
+            raise FitsFormatError(f"amp {amp.name}: overscan rows {amp.bias} do not match data rows {amp.data}", path)
+        data = raw[amp.data.slices]
+        level = overscan_rows(raw, amp).astype(np.float32)
+        block = data.astype(np.float32) - level[:, None]
+        if to_electrons:
+            block *= np.float32(amp.gain)
+        image[amp.ccd.slices] = _orient(block, amp)
+        if amp.saturate:
+            mask[amp.ccd.slices] |= _orient((data >= amp.saturate).astype(np.uint8) * maskbits.SATURATED, amp)
+    return image, mask
