@@ -137,20 +137,39 @@ class IngestSettings(Strict):
 
 
 class NodeSettings(Strict):
-    """What a task does on a compute node."""
+    """What a task does on a compute node (``dwfhpc node run``)."""
 
-    scratch_vars: list[str] = Field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"])
+    scratch_vars: list[str] = Field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"],
+                                    description="environment variables naming node-local scratch, first set wins")
     scratch_fallback: str = "/tmp"
     min_free_gb: float = Field(1.0, ge=0, description="refuse to start with less scratch than this")
+    scratch_factor: float = Field(2.0, gt=0, description="scratch needed: member + this x the decompressed CCD")
+    require_masters: bool = Field(True, description="fail a science CCD without master bias/flat (false: overscan only)")
     backend: Literal["embedded", "photpipe", "hscpipe"] = "embedded"
     container: bool = Field(False, description="run the calibration step inside the image")
     image: str | None = Field(None, description="Apptainer image used by container/backends")
-    binds: list[str] = Field(default_factory=list)
-    photpipe_command: list[str] = Field(default_factory=lambda: ["pipeloop.pl", "-red", "{night}", "{ccd}", "-id", "{expnum}", "-redobad"])
-    photpipe_root: str | None = None
-    hscpipe_repo: str | None = None
+    binds: list[str] = Field(default_factory=list, description="extra apptainer --bind entries (src[:dest[:ro]])")
+    apptainer: str = Field("apptainer", description="the apptainer (or singularity) executable")
+    photpipe_command: list[str] = Field(
+        default_factory=lambda: ["pipeloop.pl", "-red", "{ut}", "{ccd}", "-id", "{expnum}", "-redobad"],
+        description="placeholders: {ut} (ut<YYMMDD> of the night), {ccd} (2 digits), {expnum}")
+    photpipe_root: str | None = Field(None, description="photpipe config/data folder on the shared FS (bound read-only)")
+    photpipe_outputs: dict[str, str] = Field(
+        default_factory=lambda: {"cal": "workspace/{ut}/{ccd}/{stem}.sw.fits",
+                                 "mask": "workspace/{ut}/{ccd}/{stem}.sw.mask.fits"},
+        description="photpipe results under its per-task data root (cal required, mask optional)")
+    photpipe_env: dict[str, str] = Field(default_factory=lambda: {"PIPE_DATA": "{root}"},
+                                         description="environment for photpipe; {root} is the per-task data root")
+    hscpipe_repo: str | None = Field(None, description="butler repo whose CALIB and ref_cats the task repo links")
     hscpipe_rerun: str = "dwf"
-    hscpipe_config: str | None = None
+    hscpipe_config: str | None = Field(None, description="processCcd config file (default: the shipped processCcd_dwf.py)")
+    hscpipe_ingest: list[str] = Field(default_factory=lambda: ["ingestImages.py", "{repo}", "{raw}", "--mode=link"])
+    hscpipe_command: list[str] = Field(
+        default_factory=lambda: ["processCcd.py", "{repo}", "--rerun", "{rerun}", "--id", "visit={visit}",
+                                 "ccd={ccd}", "--configfile", "{config}"])
+    hscpipe_outputs: dict[str, str] = Field(
+        default_factory=lambda: {"cal": "rerun/{rerun}/**/corr/CORR-{visit:07d}-{ccd:03d}.fits"},
+        description="processCcd results under the task repo (glob; image HDU 1, mask HDU 2)")
 
 
 class CalibrationSettings(Strict):

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..node import run_task
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("node", help="commands that run on compute nodes")
+    p = sub.add_parser("node", help="what runs on a compute node (one CCD per array task)")
     s = p.add_subparsers(dest="node_command", metavar="ACTION", required=True)
-    r = s.add_parser("run", help="run one task of a task spec (index from --index or the array task id)")
-    r.add_argument("spec", type=Path)
-    r.add_argument("--index", type=int, default=None)
+    r = s.add_parser("run", help="run one task of a task spec; the result is also written beside the spec "
+                                 "as <spec stem>.result-<index>.json",
+                     description="Stage one CCD to node-local scratch, calibrate it, copy back its products.")
+    r.add_argument("spec", type=Path, help="task spec JSON on the shared file system")
+    r.add_argument("--index", type=int, default=None,
+                   help="task index (default: $SLURM_ARRAY_TASK_ID, $PBS_ARRAY_INDEX or $PBS_ARRAYID)")
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_task(args.spec, args.index)
-    print(json.dumps({k: result.get(k) for k in ("status", "expid", "ccd", "error", "timings", "bytes_written")},
-                     default=str))
-    return 0 if result["status"] == "ok" else 1
+    result = run_task(args.spec, args.index, write=True)
+    summary = {k: result.get(k) for k in ("status", "expid", "ccd", "index", "error", "interrupted", "timings",
+                                          "bytes_written")}
+    print(json.dumps(summary, default=str), flush=True)
+    if result["status"] != "ok":
+        print(f"dwfhpc node: error: {result['error']}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,133 +1,250 @@
 """What one array task does on a compute node, for one CCD.
 
 stage the member into node-local scratch (streamed out of the part, sha256 verified) ->
-decompress -> calibrate there (or file a calibration frame into the library) -> copy back
-only the final products, each through a temporary name -> clean scratch -> return a small
-result (status, QA, timings per stage, product paths, bytes written to the shared FS).
+decompress -> calibrate there (embedded, or through ``apptainer exec`` for ``container: true``,
+photpipe and hscpipe), or file a calibration frame into the library -> copy back only the four
+products to the shared FS through temporary names, renamed together -> clean scratch -> result.
 
-A task-level failure (corrupt member, missing master, full scratch, interruption) is returned
-as ``status: failed`` with the reason; nothing partial is left in the products folder.
+A task-level failure (corrupt member, missing master, full scratch, a failing pipeline, SIGTERM /
+SIGUSR2) is *returned* as ``status: failed`` with the reason; nothing partial is left in the
+products folder. Only programming errors raise.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import signal
 import socket
+import tempfile
 import time
-import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..atomic import atomic_copy, atomic_write_text
-from ..calibrate import calibrate_file, find_master
+from ..atomic import atomic_write_text
+from ..backends import run_job
+from ..backends.embedded import calibrate_job
+from ..backends.hscpipe import hscpipe_job
+from ..backends.photpipe import photpipe_job
+from ..calibrate import CalibrationOutput, calibrate_file, find_master
 from ..errors import DwfError
-from ..layout import ccd_fits_name, product_paths
-from ..parts import extract_member, read_manifest, restore_ccd
-from .filing import file_calibration
-from .scratch import task_scratch
-from .spec import TaskSpec, result_path
+from ..instruments import instrument_for
+from ..layout import ccd_stem, product_paths
+from ..parts import read_manifest
+from .calfiling import file_calibration_frame
+from .scratch import SIGNALS, TaskInterrupted, task_scratch
+from .spec import TaskSpec, result_path, task_index
+from .stage import scratch_needed, stage_ccd
 
-INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
-
-
-def index_from_environment() -> int | None:
-    for var in INDEX_VARIABLES:
-        if os.environ.get(var, "").strip().isdigit():
-            return int(os.environ[var])
-    return None
+STAGES = ("stage", "verify", "decompress", "calibrate", "qa", "copyback")
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + now - self._t, 4)
-        self._t = now
-
-
-def _masters(spec: TaskSpec, ccd: int) -> tuple[Path | None, Path | None]:
+def find_masters(spec: TaskSpec, ccd: int) -> tuple[Path | None, Path | None]:
+    """Master bias and flat for this CCD (nearest night); missing ones fail unless ``require_masters`` is off."""
     bias = find_master(spec.masters, "bias", spec.night, ccd)
     flat = find_master(spec.masters, "flat", spec.night, ccd, spec.filter)
     if spec.require_masters:
         if bias is None:
-            raise DwfError(f"no master bias for night {spec.night} CCD {ccd} (nor any nearby night)", spec.masters)
+            raise DwfError(f"no master bias for night {spec.night} CCD {ccd} (nor any other night)", spec.masters)
         if flat is None:
-            raise DwfError(f"no master flat for night {spec.night} CCD {ccd} filter {spec.filter}", spec.masters)
+            raise DwfError(f"no master flat for night {spec.night} CCD {ccd} filter {spec.filter} "
+                           f"(nor any other night)", spec.masters)
     return bias, flat
 
 
-def _copy_back(outputs: dict[str, Path], targets: dict[str, Path]) -> int:
-    """Copy products to the shared FS through temporary names; on failure remove what was copied."""
-    copied: list[Path] = []
+@contextmanager
+def _signals_blocked():
+    """Hold SIGTERM/SIGUSR2 for a few syscalls (they are delivered when the block ends)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        for key, src in outputs.items():
-            copied.append(atomic_copy(src, targets[key]))
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def prepare_copies(outputs: dict[str, Path], targets: dict[str, Path]) -> dict[str, Path]:
+    """Copy each product to a temporary name (``.<name>.*.tmp``) beside its target; fsynced.
+
+    On any failure (or interruption) the temporary files made so far are removed.
+    """
+    temps: dict[str, Path] = {}
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        for key, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            temps[key] = Path(name)
+            os.fchmod(fd, 0o666 & ~mask)
+            os.close(fd)
+            shutil.copyfile(outputs[key], temps[key])
+            with open(temps[key], "rb+") as fh:
+                os.fsync(fh.fileno())
     except OSError as exc:
-        for p in copied:
-            p.unlink(missing_ok=True)
-        raise DwfError(f"cannot copy products back ({exc.strerror or exc})", targets[key].parent) from None
-    return sum(p.stat().st_size for p in copied)
+        discard(temps)
+        where = exc.filename or next(iter(targets.values())).parent
+        raise DwfError(f"cannot copy products back ({exc.strerror or exc})", where) from None
+    except BaseException:
+        discard(temps)
+        raise
+    return temps
 
 
-def run_task(spec_path: str | os.PathLike[str], index: int | None = None) -> dict:
-    """Run task ``index`` of the spec; the result is returned and also written beside the spec."""
-    started = time.time()
-    spec_path = Path(spec_path)
-    index = index_from_environment() if index is None else index
-    result: dict = {"status": "failed", "error": None, "index": index, "spec": str(spec_path), "host": socket.gethostname(),
-                    "started": started, "timings": {}, "products": {}, "bytes_written": 0, "qa": {}, "wcs": {}}
-    clock = _Clock()
+def commit_copies(temps: dict[str, Path], targets: dict[str, Path]) -> int:
+    """Rename the temporary copies onto their targets (QA last); returns the bytes now on the shared FS."""
+    order = [k for k in targets if k != "qa"] + (["qa"] if "qa" in targets else [])
     try:
-        if index is None:
-            raise DwfError("no task index: give --index or run inside an array job", spec_path)
-        spec = TaskSpec.read(spec_path)
-        ccd = spec.ccd_for(index, spec_path)
-        result.update(expid=spec.expid, ccd=ccd, night=spec.night, kind=spec.kind, attempt=spec.attempt)
+        for key in order:
+            os.replace(temps[key], targets[key])
+        dir_fd = os.open(targets[order[0]].parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise DwfError(f"cannot rename products into place ({exc.strerror or exc})", exc.filename) from None
+    return sum(targets[k].stat().st_size for k in order)
+
+
+def discard(temps: dict[str, Path]) -> None:
+    for tmp in temps.values():
+        tmp.unlink(missing_ok=True)
+
+
+def copy_back(outputs: dict[str, Path], targets: dict[str, Path]) -> int:
+    """Copy products to the shared FS: all to temporary names, then renamed together with signals held."""
+    temps = prepare_copies(outputs, targets)
+    try:
+        with _signals_blocked():
+            return commit_copies(temps, targets)
+    finally:
+        discard(temps)
+
+
+def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path) -> CalibrationOutput:
+    """The calibration step: embedded in this process, or one of the image-based backends."""
+    out_dir = scratch / "out"
+    pixel_scale = instrument_for(spec.instrument).pixel_scale
+    if spec.backend == "photpipe":
+        job = photpipe_job(spec, ccd, raw, scratch, out_dir, pixel_scale=pixel_scale)
+    elif spec.backend == "hscpipe":
+        job = hscpipe_job(spec, ccd, raw, scratch, out_dir, pixel_scale=pixel_scale)
+    else:
+        bias, flat = find_masters(spec, ccd)
+        if not spec.container:
+            t = time.perf_counter()
+            out = calibrate_file(raw, out_dir, bias=bias, flat=flat, bpm=spec.bpm_dir, refcat=spec.refcat,
+                                 prior_shift=spec.prior_shift(ccd), to_electrons=spec.to_electrons, ccd=ccd,
+                                 qlevel=spec.qlevel, min_matches=spec.wcs_min_matches)
+            qa = out.timings.get("qa", 0.0)
+            out.timings = {"calibrate": time.perf_counter() - t - qa, "qa": qa}
+            return out
+        job = calibrate_job(raw, out_dir, expid=spec.expid, ccd=ccd, bias=bias, flat=flat, bpm=spec.bpm_dir,
+                            refcat=spec.refcat, to_electrons=spec.to_electrons)
+    return run_job(job, image=spec.image, scratch=scratch, products=Path(spec.products), extra_binds=spec.binds,
+                   apptainer=spec.apptainer, log=scratch / f"{job.name}.log")
+
+
+def _new_result(spec: TaskSpec | None, index: int | None, spec_path: Path | None) -> dict:
+    return {"status": "failed", "error": None, "index": index, "spec": str(spec_path) if spec_path else None,
+            "expid": spec.expid if spec else None, "ccd": None, "night": spec.night if spec else None,
+            "kind": spec.kind if spec else None, "filter": spec.filter if spec else None,
+            "backend": spec.backend if spec else None, "container": spec.container if spec else None,
+            "attempt": spec.attempt if spec else None, "timings": {}, "products": {}, "bytes_written": 0,
+            "member_bytes": None, "qa": {}, "wcs": {}, "host": socket.gethostname(), "scratch": None,
+            "interrupted": None, "started": time.time(), "finished": None}
+
+
+def run_spec(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | None = None) -> dict:
+    """Run task ``index`` of ``spec`` and return its result dict (contract 3)."""
+    result = _new_result(spec, index, Path(spec_path) if spec_path else None)
+    timings: dict[str, float] = result["timings"]
+    t_start = time.perf_counter()
+    try:
+        ccd = spec.ccd_for(index)
+        result["ccd"] = ccd
         manifest = read_manifest(spec.manifest)
         member = manifest.member(ccd)
-        ny, nx = member.shape
-        need = member.bytes + 40 * ny * nx  # member + raw + float image + products, generously
-        with task_scratch(spec.scratch_vars, spec.scratch_fallback, need, spec.min_free_gb,
-                          f"{spec.expid}-{ccd:02d}") as scratch:
+        result["member_bytes"] = member.bytes
+        with task_scratch(spec.scratch_vars, spec.scratch_fallback, scratch_needed(member, spec.scratch_factor),
+                          spec.min_free_gb, ccd_stem(spec.expid, ccd)) as scratch:
             result["scratch"] = str(scratch)
-            staged = extract_member(spec.part_tar, manifest, ccd, scratch / "in")
-            clock.lap("stage")  # includes the sha256 check, done while streaming
-            raw = restore_ccd(staged, member, manifest, scratch / ccd_fits_name(spec.expid, ccd))
-            staged.unlink()
-            clock.lap("decompress")
+            staged = stage_ccd(spec.part_tar, manifest, ccd, scratch)
+            timings.update(staged.timings)
             if spec.kind in ("bias", "flat"):
-                filed = file_calibration(raw, spec.library, spec.night, ccd, spec.kind, spec.filter, spec.expid)
-                result["products"] = {"raw": str(filed)}
+                t = time.perf_counter()
+                filed = file_calibration_frame(staged.raw, spec.library, night=spec.night, ccd=ccd, kind=spec.kind,
+                                               filter_=spec.filter, expid=spec.expid)
+                timings["copyback"] = time.perf_counter() - t
                 result["bytes_written"] = filed.stat().st_size
-                clock.lap("copyback")
+                result["products"] = {"raw": str(filed)}
             else:
-                bias, flat = _masters(spec, ccd)
-                prior = spec.prior_shifts.get(str(ccd))
-                out = calibrate_file(raw, scratch / "out", bias=bias, flat=flat, bpm=spec.bpm_dir,
-                                     refcat=spec.refcat, prior_shift=tuple(prior) if prior else None,
-                                     to_electrons=spec.to_electrons, qlevel=spec.qlevel)
-                clock.lap("calibrate")
-                result["timings"]["qa"] = round(out.timings.get("qa", 0.0), 4)
-                targets = product_paths(Path(spec.products), spec.night, spec.expid, ccd)
-                result["bytes_written"] = _copy_back(out.products, targets)
-                result["products"] = {k: str(v) for k, v in targets.items()}
+                out = _calibrate(spec, ccd, staged.raw, scratch)
+                timings["calibrate"] = out.timings.get("calibrate", 0.0)
+                timings["qa"] = out.timings.get("qa", 0.0)
                 result["qa"] = {k: v for k, v in out.qa.items() if k != "wcs"}
                 result["wcs"] = out.wcs
-                clock.lap("copyback")
+                t = time.perf_counter()
+                targets = product_paths(Path(spec.products), spec.night, spec.expid, ccd)
+                temps = prepare_copies(out.products, targets)
+                try:
+                    with _signals_blocked():  # a signal now is delivered once the products are recorded
+                        result["bytes_written"] = commit_copies(temps, targets)
+                        result["products"] = {k: str(v) for k, v in targets.items()}
+                        timings["copyback"] = time.perf_counter() - t
+                finally:
+                    discard(temps)
         result["status"] = "ok"
+    except TaskInterrupted as exc:
+        result["interrupted"] = exc.signame
+        if result["products"]:  # the signal came after the products were complete
+            result["status"] = "ok"
+        else:
+            result["error"] = str(exc)
     except DwfError as exc:
         result["error"] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - a node task must always report, never die silently
-        result["error"] = f"unexpected {type(exc).__name__}: {exc}"
-        result["traceback"] = traceback.format_exc(limit=8)
-    clock.lap("cleanup")
-    result["timings"].update(clock.timings)
+    except OSError as exc:  # scratch or shared FS trouble outside the steps that explain it themselves
+        result["error"] = f"{exc.filename or 'file system'}: {exc.strerror or exc}"
+    timings["total"] = time.perf_counter() - t_start
+    result["timings"] = {k: round(v, 4) for k, v in timings.items()}
     result["finished"] = time.time()
-    try:
-        atomic_write_text(result_path(spec_path, index if index is not None else -1), json.dumps(result, default=str))
-    except OSError:
-        pass  # the caller still gets the result (submitit pickles it)
     return result
+
+
+def write_result(spec_path: str | os.PathLike[str], index: int, result: dict) -> Path:
+    """Leave ``result`` beside the spec as ``<stem>.result-<index>.json`` (for PBS and manual runs)."""
+    import json
+
+    return atomic_write_text(result_path(spec_path, index), json.dumps(result, indent=1, default=str))
+
+
+def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, write: bool = False) -> dict:
+    """The node entry point: read the spec, run task ``index`` (default: from the array environment).
+
+    ``write=True`` (the CLI) also leaves the result beside the spec; submitit gets the return value.
+    """
+    spec_path = Path(spec_path)
+    spec = None
+    try:
+        index = task_index(index)
+        spec = TaskSpec.read(spec_path)
+    except DwfError as exc:
+        result = _new_result(spec, index, spec_path)
+        result["error"] = str(exc)
+        result["finished"] = time.time()
+    else:
+        result = run_spec(spec, index, spec_path=spec_path)
+    if write and index is not None:
+        try:
+            write_result(spec_path, index, result)
+        except OSError as exc:
+            result.setdefault("warnings", []).append(f"result file not written: {exc.strerror or exc}")
+    return result
+
+
+def index_from_environment() -> int | None:
+    """The array index from the scheduler's environment, or None."""
+    try:
+        return task_index(None)
+    except DwfError:
+        return None

@@ -1,8 +1,8 @@
 """Node-local scratch: pick it from the environment, check its free space, always clean it.
 
-The folder is removed on success, on failure, and on SIGTERM / SIGUSR2 (which Slurm sends
-before a time limit when asked with ``--signal``): the handlers raise :class:`TaskInterrupted`
-so the ``finally`` clauses run.
+The task folder is removed on success, on failure, and on SIGTERM / SIGUSR2 (Slurm sends them
+before a time limit or a preemption): the handlers raise :class:`TaskInterrupted`, which unwinds
+through every ``finally`` (temporary products on the shared FS included) before the folder goes.
 """
 
 from __future__ import annotations
@@ -11,53 +11,86 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DwfError
 
-
-class TaskInterrupted(DwfError):
-    """The scheduler asked the task to stop."""
+SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
-def scratch_root(variables: list[str], fallback: str) -> Path:
-    """The first of ``variables`` that names an existing folder, else ``fallback``."""
+class ScratchError(DwfError):
+    """No usable scratch, or not enough free space in it."""
+
+
+class TaskInterrupted(BaseException):
+    """The scheduler asked the task to stop (a BaseException so no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signame} (time limit, preemption or scancel)")
+
+
+def scratch_root(variables: list[str], fallback: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Path:
+    """The first of ``variables`` naming an existing folder, else ``fallback`` (created if needed)."""
+    env = os.environ if env is None else env
     for var in variables:
-        value = os.environ.get(var)
+        value = env.get(var)
         if value and Path(value).is_dir():
             return Path(value)
-    return Path(fallback)
+    root = Path(fallback)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScratchError(f"no scratch: none of ${', $'.join(variables)} is set and the fallback cannot be "
+                           f"created ({exc.strerror or exc})", root) from None
+    return root
 
 
-def check_space(root: Path, need_bytes: int, min_free_gb: float) -> None:
-    usage = shutil.disk_usage(root)
-    need = max(need_bytes, int(min_free_gb * 1e9))
-    if usage.free < need:
-        raise DwfError(f"scratch has {usage.free / 1e6:.0f} MB free, this task needs {need / 1e6:.0f} MB", root)
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_space(root: Path, need_bytes: int, min_free_gb: float) -> int:
+    """Raise :class:`ScratchError` naming ``root`` and the shortfall unless it has room; returns free bytes."""
+    free = shutil.disk_usage(root).free
+    need = int(need_bytes + min_free_gb * 1e9)
+    if free < need:
+        raise ScratchError(f"scratch has {_mb(free)} free, this task needs {_mb(need)} ({_mb(need_bytes)} for the CCD "
+                           f"+ min_free_gb {min_free_gb:g}): short by {_mb(need - free)}", root)
+    return free
 
 
 @contextmanager
-def task_scratch(variables: list[str], fallback: str, need_bytes: int, min_free_gb: float, label: str) -> Iterator[Path]:
-    """A private scratch folder for one task, removed whatever happens."""
-    root = scratch_root(variables, fallback)
-    root.mkdir(parents=True, exist_ok=True)
+def task_scratch(variables: list[str], fallback: str | os.PathLike[str], need_bytes: int, min_free_gb: float,
+                 label: str, env: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """A private folder for one task in node-local scratch, removed whatever happens.
+
+    Signals raise :class:`TaskInterrupted` inside the block. The folder is removed with signals
+    ignored (the task is ending anyway), then the previous handlers come back.
+    """
+    root = scratch_root(variables, fallback, env)
     check_space(root, need_bytes, min_free_gb)
-    folder = Path(tempfile.mkdtemp(prefix=f"dwf-{label}-", dir=root))
-
-    def interrupted(signum, frame):
-        raise TaskInterrupted(f"interrupted by {signal.Signals(signum).name}", folder)
-
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
+    folder: Path | None = None
+
+    def raise_it(signum, frame):
+        raise TaskInterrupted(signum)
+
+    for sig in SIGNALS:
         try:
-            previous[sig] = signal.signal(sig, interrupted)
-        except ValueError:  # not in the main thread (e.g. a local executor thread): no handler
-            pass
+            previous[sig] = signal.signal(sig, raise_it)
+        except ValueError:  # not the main thread (e.g. a thread pool): no handlers, cleanup still runs
+            break
     try:
+        folder = Path(tempfile.mkdtemp(prefix=f"dwfhpc-{label}-", dir=root))
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)

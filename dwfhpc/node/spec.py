@@ -1,28 +1,38 @@
-"""A task spec: everything one array task needs, as a small JSON file on the shared file system.
+"""The task spec: a small JSON file on the shared file system describing one part's node tasks.
 
-The same spec drives ``dwfhpc node run SPEC --index I`` whether submitit, a PBS template or a
-manual ``sbatch --array`` started it; task ``I`` works on CCD ``ccds[I]``.
+Task ``i`` of the array calibrates ``ccds[i]``. Every path in a spec is absolute (filled from the
+site config by :meth:`TaskSpec.from_site`), so a node needs nothing but the spec.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from dataclasses import field as _field
 from pathlib import Path
+from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import DwfError
+from ..parts import read_manifest
 
 SCHEMA = "dwfhpc.task/1"
+KINDS = ("science", "bias", "flat")
+BACKENDS = ("embedded", "photpipe", "hscpipe")
+INDEX_VARS = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
+_BACKEND_OPTION_KEYS = ("photpipe_command", "photpipe_root", "photpipe_outputs", "photpipe_env", "hscpipe_repo", "hscpipe_rerun",
+                        "hscpipe_config", "hscpipe_ingest", "hscpipe_command", "hscpipe_outputs")
 
 
 @dataclass
 class TaskSpec:
+    """Contract 3. ``prior_shifts`` maps a CCD (as a string: JSON keys) to ``[dx, dy]`` arcsec."""
+
     expid: str
     instrument: str
     night: str
-    kind: str  # science | bias | flat
+    kind: str
     filter: str
     part_tar: str
     manifest: str
@@ -30,71 +40,135 @@ class TaskSpec:
     products: str
     library: str
     masters: str
-    results: str  # folder for <spec stem>.result-<index>.json
+    expnum: int = 0
+    field: str = ""
     backend: str = "embedded"
     container: bool = False
     image: str | None = None
-    binds: list[str] = field(default_factory=list)
-    refcat: str | None = None
+    binds: list[str] = _field(default_factory=list)
+    apptainer: str = "apptainer"
+    backend_options: dict[str, Any] = _field(default_factory=dict)
+    refcat: str | list[str] | None = None
     bpm_dir: str | None = None
-    scratch_vars: list[str] = field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"])
+    scratch_vars: list[str] = _field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"])
     scratch_fallback: str = "/tmp"
-    min_free_gb: float = 0.5
+    min_free_gb: float = 1.0
+    scratch_factor: float = 2.0
     to_electrons: bool = False
-    require_masters: bool = True
     qlevel: float = 4.0
-    prior_shifts: dict[str, list[float]] = field(default_factory=dict)  # ccd -> [dx, dy] arcsec
+    wcs_min_matches: int = 5
+    require_masters: bool = True
+    prior_shifts: dict[str, list[float]] = _field(default_factory=dict)
     attempt: int = 1
     schema: str = SCHEMA
 
-    @classmethod
-    def from_site(cls, site, manifest_path: str | os.PathLike[str], part_tar: str | os.PathLike[str], manifest=None,
-                  **overrides) -> "TaskSpec":
-        """A spec for every CCD of a part, paths and options from the site config."""
-        from ..parts import read_manifest
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DwfError(f"task kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.backend not in BACKENDS:
+            raise DwfError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if not self.ccds:
+            raise DwfError("task spec lists no CCDs")
+        self.ccds = [int(c) for c in self.ccds]
+        self.prior_shifts = {str(k): [float(x) for x in v] for k, v in (self.prior_shifts or {}).items()}
 
-        m = manifest or read_manifest(manifest_path)
-        cal, node, ingest = site.calibration, site.node, site.ingest
-        spec = cls(
-            expid=m.expid, instrument=m.instrument, night=m.night, kind=m.kind, filter=m.filter,
-            part_tar=str(Path(part_tar).resolve()), manifest=str(Path(manifest_path).resolve()), ccds=m.ccds,
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_site(cls, site, manifest_path: str | os.PathLike[str], part_tar: str | os.PathLike[str], *,
+                  ccds: list[int] | None = None, attempt: int = 1,
+                  prior_shifts: dict[int, tuple[float, float]] | None = None, **overrides: Any) -> TaskSpec:
+        """Spec for a verified part: identity from its manifest, paths and options from ``site``."""
+        manifest = read_manifest(manifest_path)
+        node, cal = site.node, site.calibration
+        options = {k: getattr(node, k) for k in _BACKEND_OPTION_KEYS}
+        for key in ("photpipe_root", "hscpipe_repo", "hscpipe_config"):
+            options[key] = str(site.path(options[key])) if options[key] else None
+        refcat = str(site.path(cal.refcat)) if cal.refcat else None
+        values: dict[str, Any] = dict(
+            expid=manifest.expid, instrument=manifest.instrument, night=manifest.night, kind=manifest.kind,
+            filter=manifest.filter, expnum=manifest.expnum, field=manifest.field,
+            part_tar=str(Path(part_tar).resolve()), manifest=str(Path(manifest_path).resolve()),
+            ccds=list(ccds) if ccds else manifest.ccds,
             products=str(site.path(cal.products)), library=str(site.path(cal.library)),
-            masters=str(site.path(cal.masters)), results=str(site.path(ingest.specs)),
-            backend=node.backend, container=node.container, image=str(site.path(node.image)) if node.image else None,
-            binds=list(node.binds), refcat=str(site.path(cal.refcat)) if cal.refcat else None,
-            bpm_dir=str(site.path(cal.bpm_dir)) if cal.bpm_dir else None, scratch_vars=list(node.scratch_vars),
-            scratch_fallback=node.scratch_fallback, min_free_gb=node.min_free_gb, to_electrons=cal.to_electrons,
-            qlevel=cal.rice_qlevel,
+            masters=str(site.path(cal.masters)), refcat=refcat,
+            bpm_dir=str(site.path(cal.bpm_dir)) if cal.bpm_dir else None,
+            backend=node.backend, container=node.container,
+            image=str(site.path(node.image)) if node.image else None,
+            binds=list(node.binds), apptainer=node.apptainer, backend_options=options,
+            scratch_vars=list(node.scratch_vars), scratch_fallback=node.scratch_fallback,
+            min_free_gb=node.min_free_gb, scratch_factor=node.scratch_factor, to_electrons=cal.to_electrons,
+            qlevel=cal.rice_qlevel, wcs_min_matches=cal.wcs_min_matches,
+            require_masters=node.require_masters, attempt=attempt,
+            prior_shifts={str(k): list(v) for k, v in (prior_shifts or {}).items()},
         )
-        for k, v in overrides.items():
-            setattr(spec, k, v)
-        return spec
+        values.update(overrides)
+        return cls(**values)
+
+    # ------------------------------------------------------------------ use
+    def ccd_for(self, index: int) -> int:
+        if not 0 <= index < len(self.ccds):
+            raise DwfError(f"task index {index} is out of range (this spec has {len(self.ccds)} CCDs)")
+        return self.ccds[index]
+
+    def prior_shift(self, ccd: int) -> tuple[float, float] | None:
+        v = self.prior_shifts.get(str(ccd))
+        return (v[0], v[1]) if v else None
+
+    def option(self, key: str) -> Any:
+        """A backend option from the spec, else the site default of :class:`NodeSettings`."""
+        if key in self.backend_options:
+            return self.backend_options[key]
+        from ..config import NodeSettings
+
+        return getattr(NodeSettings(), key)
+
+    # ------------------------------------------------------------------ files
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_text(path, json.dumps(asdict(self), indent=1))
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> "TaskSpec":
-        p = Path(path)
+    def read(cls, path: str | os.PathLike[str]) -> TaskSpec:
+        path = Path(path)
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DwfError("task spec is missing", p) from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DwfError(f"task spec is not valid JSON ({exc})", p) from None
-        if data.get("schema") != SCHEMA:
-            raise DwfError(f"not a dwfhpc task spec (schema {data.get('schema')!r})", p)
+            raise DwfError("task spec is missing", path) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DwfError(f"task spec is not valid JSON ({exc})", path) from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            got = data.get("schema") if isinstance(data, dict) else None
+            raise DwfError(f"not a dwfhpc task spec (schema {got!r}, expected {SCHEMA!r})", path)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DwfError(f"unknown task spec key(s): {', '.join(unknown)}", path)
         try:
             return cls(**data)
         except TypeError as exc:
-            raise DwfError(f"task spec has missing or unknown fields ({exc})", p) from None
-
-    def ccd_for(self, index: int, path=None) -> int:
-        if not 0 <= index < len(self.ccds):
-            raise DwfError(f"task index {index} out of range: the spec has {len(self.ccds)} CCDs", path)
-        return self.ccds[index]
+            raise DwfError(f"task spec has missing fields ({exc})", path) from None
+        except DwfError as exc:
+            raise DwfError(exc.problem, path) from None
 
 
 def result_path(spec_path: str | os.PathLike[str], index: int) -> Path:
+    """``<spec dir>/<spec stem>.result-<index>.json``: where the CLI path leaves a task's result."""
     p = Path(spec_path)
     return p.with_name(f"{p.stem}.result-{index}.json")
+
+
+def task_index(cli_index: int | None = None, env: dict[str, str] | None = None) -> int:
+    """The array index: ``--index`` if given, else $SLURM_ARRAY_TASK_ID / $PBS_ARRAY_INDEX / $PBS_ARRAYID."""
+    if cli_index is not None:
+        return int(cli_index)
+    env = os.environ if env is None else env
+    for var in INDEX_VARS:
+        value = env.get(var)
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                raise DwfError(f"${var}={value!r} is not an integer task index") from None
+    raise DwfError(f"no task index: give --index or run inside an array job (${', $'.join(INDEX_VARS)})")
