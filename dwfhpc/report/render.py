@@ -61,14 +61,15 @@ def plot_latency_stages(data: NightData) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     if exposures:
         labels = [str(e.expnum) for e in exposures]
+        positions = np.arange(len(exposures))
         bottom = np.zeros(len(exposures))
         for stage in STAGES:
             vals = np.array([e.stages.get(stage, 0.0) for e in exposures])
-            ax.bar(labels, vals, bottom=bottom, label=stage)
+            ax.bar(positions, vals, bottom=bottom, label=stage)
             bottom += vals
         ax.legend(fontsize=7, ncol=3)
-        if len(labels) > 12:
-            ax.set_xticks(range(0, len(labels), max(1, len(labels) // 12)))
+        step = max(1, len(labels) // 12)
+        ax.set_xticks(positions[::step], labels[::step])
     ax.set_xlabel("exposure")
     ax.set_ylabel("seconds")
     ax.set_title("Latency from file complete to products, by stage")
