@@ -121,7 +121,7 @@ def copy_back(outputs: dict[str, Path], targets: dict[str, Path]) -> int:
         discard(temps)
 
 
-def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path) -> CalibrationOutput:
+def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, warnings: list[str]) -> CalibrationOutput:
     """The calibration step: embedded in this process, or one of the image-based backends."""
     out_dir = scratch / "out"
     pixel_scale = instrument_for(spec.instrument).pixel_scale
@@ -141,6 +141,8 @@ def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path) -> Calibratio
             return out
         job = calibrate_job(raw, out_dir, expid=spec.expid, ccd=ccd, bias=bias, flat=flat, bpm=spec.bpm_dir,
                             refcat=spec.refcat, to_electrons=spec.to_electrons)
+        if spec.prior_shift(ccd):
+            warnings.append("prior WCS shift not applied: `dwfhpc calibrate` in the image has no --prior-shift")
     return run_job(job, image=spec.image, scratch=scratch, products=Path(spec.products), extra_binds=spec.binds,
                    apptainer=spec.apptainer, log=scratch / f"{job.name}.log")
 
@@ -152,7 +154,7 @@ def _new_result(spec: TaskSpec | None, index: int | None, spec_path: Path | None
             "backend": spec.backend if spec else None, "container": spec.container if spec else None,
             "attempt": spec.attempt if spec else None, "timings": {}, "products": {}, "bytes_written": 0,
             "member_bytes": None, "qa": {}, "wcs": {}, "host": socket.gethostname(), "scratch": None,
-            "interrupted": None, "started": time.time(), "finished": None}
+            "interrupted": None, "warnings": [], "started": time.time(), "finished": None}
 
 
 def run_spec(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | None = None) -> dict:
@@ -179,7 +181,7 @@ def run_spec(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | 
                 result["bytes_written"] = filed.stat().st_size
                 result["products"] = {"raw": str(filed)}
             else:
-                out = _calibrate(spec, ccd, staged.raw, scratch)
+                out = _calibrate(spec, ccd, staged.raw, scratch, result["warnings"])
                 timings["calibrate"] = out.timings.get("calibrate", 0.0)
                 timings["qa"] = out.timings.get("qa", 0.0)
                 result["qa"] = {k: v for k, v in out.qa.items() if k != "wcs"}
@@ -238,7 +240,7 @@ def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, wri
         try:
             write_result(spec_path, index, result)
         except OSError as exc:
-            result.setdefault("warnings", []).append(f"result file not written: {exc.strerror or exc}")
+            result["warnings"].append(f"result file not written: {exc.strerror or exc}")
     return result
 
 
