@@ -236,7 +236,7 @@ def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, wri
         result["finished"] = time.time()
     else:
         result = run_spec(spec, index, spec_path=spec_path)
-    if write and index is not None:
+    if write and index is not None and spec_path.is_file():  # no spec, no folder of ours to write into
         try:
             write_result(spec_path, index, result)
         except OSError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import DwfError
-from ..parts import read_manifest
+from ..parts import Manifest, read_manifest
 
 SCHEMA = "dwfhpc.task/1"
 KINDS = ("science", "bias", "flat")
@@ -76,9 +76,13 @@ class TaskSpec:
     @classmethod
     def from_site(cls, site, manifest_path: str | os.PathLike[str], part_tar: str | os.PathLike[str], *,
                   ccds: list[int] | None = None, attempt: int = 1,
-                  prior_shifts: dict[int, tuple[float, float]] | None = None, **overrides: Any) -> TaskSpec:
-        """Spec for a verified part: identity from its manifest, paths and options from ``site``."""
-        manifest = read_manifest(manifest_path)
+                  prior_shifts: dict[int, tuple[float, float]] | None = None, manifest: Manifest | None = None,
+                  **overrides: Any) -> TaskSpec:
+        """Spec for a verified part: identity from its manifest, paths and options from ``site``.
+
+        ``manifest`` saves re-reading it when the caller has it; ``overrides`` replace any field.
+        """
+        manifest = manifest or read_manifest(manifest_path)
         node, cal = site.node, site.calibration
         options = {k: getattr(node, k) for k in _BACKEND_OPTION_KEYS}
         for key in ("photpipe_root", "hscpipe_repo", "hscpipe_config"):
