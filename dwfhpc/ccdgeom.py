@@ -12,7 +12,8 @@ import numpy as np
 from .instruments.base import Amplifier, CCDGeometry
 
 
-def _orient(block: np.ndarray, amp: Amplifier) -> np.ndarray:
+def orient(block: np.ndarray, amp: Amplifier) -> np.ndarray:
+    """Flip a block between raw read order and CCD order (an axis flips when one range is reversed)."""
     if amp.data.y_reversed != amp.ccd.y_reversed:
         block = block[::-1, :]
     if amp.data.x_reversed != amp.ccd.x_reversed:
@@ -24,14 +25,14 @@ def assemble(raw: np.ndarray, geometry: CCDGeometry, dtype=np.float32) -> np.nda
     """The trimmed CCD image assembled from every amplifier's data section of ``raw``."""
     out = np.empty(geometry.trimmed_shape, dtype=dtype)
     for amp in geometry.amps:
-        out[amp.ccd.slices] = _orient(raw[amp.data.slices], amp)
+        out[amp.ccd.slices] = orient(raw[amp.data.slices], amp)
     return out
 
 
 def scatter(trimmed: np.ndarray, geometry: CCDGeometry, raw: np.ndarray) -> np.ndarray:
     """The inverse of :func:`assemble`: write a trimmed image into the data sections of ``raw``."""
     for amp in geometry.amps:
-        raw[amp.data.slices] = _orient(trimmed[amp.ccd.slices], amp)
+        raw[amp.data.slices] = orient(trimmed[amp.ccd.slices], amp)
     return raw
 
 

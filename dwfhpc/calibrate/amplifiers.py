@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ccdgeom import orient
 from ..errors import FitsFormatError
 from ..instruments.base import Amplifier, CCDGeometry
 from . import maskbits
@@ -25,14 +26,6 @@ def overscan_rows(raw: np.ndarray, amp: Amplifier, skip: int = EDGE_COLUMNS) -> 
     return np.median(raw[rows, overscan_columns(amp, skip)], axis=1)
 
 
-def _orient(block: np.ndarray, amp: Amplifier) -> np.ndarray:
-    if amp.data.y_reversed != amp.ccd.y_reversed:
-        block = block[::-1, :]
-    if amp.data.x_reversed != amp.ccd.x_reversed:
-        block = block[:, ::-1]
-    return block
-
-
 def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electrons: bool = False,
                            path=None) -> tuple[np.ndarray, np.ndarray]:
     """(image, mask): overscan-subtracted, trimmed, assembled float32 image and its saturation mask."""
@@ -49,7 +42,7 @@ def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electro
         block = data.astype(np.float32) - level[:, None]
         if to_electrons:
             block *= np.float32(amp.gain)
-        image[amp.ccd.slices] = _orient(block, amp)
+        image[amp.ccd.slices] = orient(block, amp)
         if amp.saturate:
-            mask[amp.ccd.slices] |= _orient((data >= amp.saturate).astype(np.uint8) * maskbits.SATURATED, amp)
+            mask[amp.ccd.slices] |= orient((data >= amp.saturate).astype(np.uint8) * maskbits.SATURATED, amp)
     return image, mask
