@@ -67,6 +67,8 @@ class PushSettings(Strict):
     incomplete_timeout: float = Field(600.0, gt=0, description="give up on a file still incomplete after this")
     keep_sent_parts: bool = Field(False, description="keep part tarballs after confirmed delivery")
     patterns: list[str] = Field(default_factory=lambda: ["DECam_*.fits.fz", "c4d_*_ori.fits.fz", "HSCA*.fits"])
+    visit_quiet_seconds: float = Field(30.0, gt=0, description="HSC: a visit with fewer CCD files than expected "
+                                       "is sent once no new file of it has appeared for this long")
 
 
 class TransportSettings(Strict):
@@ -87,6 +89,9 @@ class TransportSettings(Strict):
     backoff_max: float = Field(120.0, gt=0)
     timeout_seconds: int = Field(120, ge=1, description="rsync --timeout")
     bwlimit_kbps: int | None = Field(None, ge=1)
+    delivered_dirs: list[str] = Field(default_factory=list, description="receiver folders that also count as "
+                                      "delivered in end-of-night mode (e.g. where ingest moves verified parts); "
+                                      "the inbox always counts")
 
     @field_validator("ssh_options")
     @classmethod

@@ -1,0 +1,15 @@
+"""The telescope side: watch the raw folder, pack exposures into parts, send them on N streams.
+
+Public API: :class:`Push` + :class:`PushOptions` (one run), :class:`Journal` (the SQLite sender
+journal), :class:`Watcher`, :class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
+"""
+
+from .journal import ExposureRow, Journal, PartRow
+from .runner import Push, PushOptions, PushOutcome
+from .scheduler import MODES, Policy
+from .transport import LocalTransport, SshTransport, Transport, classify, make_transports, parse_list_only
+from .watcher import Watcher, is_temporary
+
+__all__ = ["ExposureRow", "Journal", "PartRow", "Push", "PushOptions", "PushOutcome", "MODES", "Policy",
+           "LocalTransport", "SshTransport", "Transport", "classify", "make_transports", "parse_list_only",
+           "Watcher", "is_temporary"]

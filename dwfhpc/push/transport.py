@@ -1,0 +1,251 @@
+"""Carry a part (tarball, then manifest) into the receiver's inbox: rsync to staging, then move.
+
+Two transports: :class:`LocalTransport` (the receiver's folders are mounted here: rsync then
+``os.replace``) and :class:`SshTransport` (rsync over ssh, one OpenSSH ControlMaster per stream so
+each part pays no connection set-up; host keys always checked against the configured known_hosts).
+
+Delivery of one part: ``rsync -a --partial-dir=.rsync-partial --compare-dest=<inbox> tar manifest
+<staging>/`` (an interrupted transfer resumes from the partial file; a file already identical in
+the inbox is not sent again), then the move staging -> inbox, tarball first, manifest last, so
+the receiver never sees a manifest without its complete tarball.
+
+The remote move is ``ssh HOST 'cd STAGING && for f in TAR MANIFEST; do ...mv -f -- "$f" INBOX/"$f"...'``.
+OpenSSH always hands a remote command to the login shell, so no remote command can avoid a shell:
+instead, names are checked against :data:`dwfhpc.layout.PART_RE` (letters, digits, ``_``, ``-``,
+``.``) and refused otherwise, and the two folder paths from the config are quoted with
+:func:`shlex.quote`. Nothing a raw file's name contains ever reaches either shell: part names are
+built from header values (``<expid>.p<k>of<K>``). Local commands are argument lists, never
+``shell=True``; rsync's own remote arguments are protected with ``--secluded-args``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import SiteSettings, TransportSettings
+from ..errors import ConfigError, TransferError
+from ..layout import PART_RE
+
+#: rsync exit codes worth retrying: socket I/O, protocol stream, partial transfer, timeouts, ssh.
+RETRYABLE_RSYNC = {10, 12, 23, 30, 35, 255}
+_RETRYABLE_TEXT = ("connection refused", "connection reset", "connection timed out", "timed out",
+                   "broken pipe", "connection closed", "no route to host", "network is unreachable",
+                   "connection unexpectedly closed", "control socket", "mux_client")
+_PART_FILE = re.compile(r"^(?P<stem>.+)\.(tar|manifest\.json)$")
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_LIST_LINE = re.compile(r"^(?P<mode>[-dlcbps][rwxsStT-]{9})\s+(?P<size>[\d,]+)\s+\S+\s+\S+\s+(?P<name>.+)$")
+
+
+def check_part_file_name(name: str) -> str:
+    """Accept only ``<expid>.p<k>of<K>.tar`` / ``.manifest.json`` names; raise otherwise."""
+    m = _PART_FILE.match(name)
+    if not m or not PART_RE.match(m["stem"]) or "/" in name:
+        raise TransferError(f"refusing to send a file whose name is not a part name: {name!r}", name)
+    return name
+
+
+def classify(returncode: int, stderr: str) -> bool:
+    """True when a failed rsync/ssh call may succeed if tried again."""
+    text = stderr.lower()
+    return returncode in RETRYABLE_RSYNC or any(s in text for s in _RETRYABLE_TEXT)
+
+
+def _run(argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise TransferError(f"{what}: no answer within {timeout:g} s", retryable=True) from None
+    except FileNotFoundError:
+        raise TransferError(f"{what}: {argv[0]} is not installed") from None
+    if proc.returncode != 0:
+        err = " ".join(proc.stderr.strip().splitlines()[-3:]) or "(no message)"
+        raise TransferError(f"{what} failed (exit {proc.returncode}): {err}", retryable=classify(proc.returncode, proc.stderr))
+    return proc
+
+
+@dataclass
+class SendResult:
+    bytes: int
+    seconds: float
+
+
+class Transport:
+    """Base: ``deliver(tar, manifest)``, ``listing()``, ``close()``."""
+
+    stream: int = 0
+
+    def deliver(self, tar: Path, manifest: Path) -> None:  # pragma: no cover - interface
+        raise TypeError("use LocalTransport or SshTransport")
+
+    def listing(self, folder: str | None = None) -> dict[str, int]:  # pragma: no cover - interface
+        raise TypeError("use LocalTransport or SshTransport")
+
+    def close(self) -> None:
+        """Release connections (nothing for local)."""
+
+
+def _rsync_base(t: TransportSettings) -> list[str]:
+    argv = ["rsync", "-a", "--partial-dir=.rsync-partial", f"--timeout={t.timeout_seconds}", "--secluded-args"]
+    if t.bwlimit_kbps:
+        argv.append(f"--bwlimit={t.bwlimit_kbps}")
+    return argv
+
+
+class LocalTransport(Transport):
+    """The receiver's staging and inbox are folders on this machine (or a mounted file system)."""
+
+    def __init__(self, settings: TransportSettings, staging: Path, inbox: Path, stream: int = 0):
+        self.settings = settings
+        self.staging = Path(staging)
+        self.inbox = Path(inbox)
+        self.stream = stream
+
+    def deliver(self, tar: Path, manifest: Path) -> None:
+        names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        _run(_rsync_base(self.settings) + [f"--compare-dest={self.inbox.resolve()}", "--", str(tar), str(manifest),
+                                           f"{self.staging}/"], self.settings.timeout_seconds * 4, f"rsync {tar.name}")
+        for name in names:
+            src, dst = self.staging / name, self.inbox / name
+            if src.exists():
+                os.replace(src, dst)
+            elif not dst.exists():
+                raise TransferError("vanished from staging before it reached the inbox", src, retryable=True)
+
+    def listing(self, folder: str | None = None) -> dict[str, int]:
+        root = Path(folder) if folder else self.inbox
+        out: dict[str, int] = {}
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for f in filenames:
+                    if not f.startswith("."):
+                        out[f] = os.path.getsize(os.path.join(dirpath, f))
+        return out
+
+
+def control_dir(key: str) -> Path:
+    """A short folder for ControlMaster sockets (a Unix socket path must stay under ~100 bytes).
+
+    Stable for a given journal, so a push restarted after a crash finds (or cleans up) its masters.
+    """
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    d = Path(tempfile.gettempdir()) / f"dwfcm-{os.getuid()}-{digest}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+class SshTransport(Transport):
+    """rsync over ssh to ``user@host``, through this stream's own ControlMaster."""
+
+    def __init__(self, settings: TransportSettings, site: SiteSettings | None, stream: int, cm_dir: Path):
+        t = settings
+        if not t.host or not _SAFE_HOST.match(t.host):
+            raise ConfigError(f"transport.host must be a host name or address (got {t.host!r})")
+        if t.user and not _SAFE_USER.match(t.user):
+            raise ConfigError(f"transport.user is not a valid user name (got {t.user!r})")
+        if not t.known_hosts:
+            raise ConfigError("transport.known_hosts is required for ssh: host keys are always checked")
+        resolve = site.path if site else (lambda v: Path(os.path.expanduser(v)) if v else None)
+        known_hosts = resolve(t.known_hosts)
+        if not known_hosts.exists():
+            raise ConfigError("known_hosts file does not exist", known_hosts)
+        key = resolve(t.key) if t.key else None
+        if key is not None and not key.exists():
+            raise ConfigError("ssh key does not exist", key)
+        self.settings = t
+        self.stream = stream
+        self.target = f"{t.user}@{t.host}" if t.user else t.host
+        self.control_path = Path(cm_dir) / f"cm-%C-{stream}"
+        self.ssh = ["ssh", "-p", str(t.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                    "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ControlMaster=auto",
+                    "-o", f"ControlPath={self.control_path}", "-o", f"ControlPersist={t.control_persist}",
+                    "-o", f"ConnectTimeout={min(t.timeout_seconds, 30)}", "-o", "ServerAliveInterval=15",
+                    "-o", "ServerAliveCountMax=4"]
+        if key is not None:
+            self.ssh += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+        for opt in t.ssh_options:
+            self.ssh += ["-o", opt]
+        self.staging = t.staging.rstrip("/") or "/"
+        self.inbox = t.inbox.rstrip("/") or "/"
+        self.compare_dest = _compare_dest(self.staging, self.inbox)
+
+    @property
+    def rsh(self) -> str:
+        """The ``rsync -e`` string (rsync splits it itself; every word quoted, no shell involved)."""
+        return " ".join(shlex.quote(a) for a in self.ssh)
+
+    def deliver(self, tar: Path, manifest: Path) -> None:
+        names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
+        t = self.settings
+        _run(_rsync_base(t) + ["-e", self.rsh, f"--compare-dest={self.compare_dest}", "--", str(tar), str(manifest),
+                               f"{self.target}:{self.staging}/"], t.timeout_seconds * 4, f"rsync {tar.name}")
+        st, ib = shlex.quote(self.staging), shlex.quote(self.inbox)
+        script = (f"mkdir -p {ib} && for f in {' '.join(names)}; do "
+                  f"if [ -e {st}/\"$f\" ]; then mv -f -- {st}/\"$f\" {ib}/\"$f\" || exit 1; "
+                  f"elif [ ! -e {ib}/\"$f\" ]; then echo \"$f vanished from staging\" >&2; exit 3; fi; done")
+        try:
+            _run(self.ssh + [self.target, script], t.timeout_seconds, f"moving {tar.stem} into the inbox")
+        except TransferError as exc:
+            if "vanished" in str(exc):
+                exc.retryable = True
+            raise
+
+    def prepare(self) -> None:
+        """Make sure staging exists (rsync creates only the last path element)."""
+        _run(self.ssh + [self.target, f"mkdir -p {shlex.quote(self.staging)} {shlex.quote(self.inbox)}"],
+             self.settings.timeout_seconds, "creating the receiver's staging folder")
+
+    def listing(self, folder: str | None = None) -> dict[str, int]:
+        """Names and sizes of files under ``folder`` (default: the inbox) via ``rsync --list-only``."""
+        folder = folder or self.inbox
+        proc = _run(["rsync", "--list-only", "-r", "--secluded-args", "-e", self.rsh, f"{self.target}:{folder}/"],
+                    self.settings.timeout_seconds * 2, f"listing {folder} on {self.settings.host}")
+        return parse_list_only(proc.stdout)
+
+    def close(self) -> None:
+        if any(self.control_path.parent.glob(f"cm-*-{self.stream}")):
+            subprocess.run(self.ssh + ["-O", "exit", self.target], capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+
+
+def _compare_dest(staging: str, inbox: str) -> str:
+    """The inbox as rsync's ``--compare-dest`` wants it: absolute, or relative to staging."""
+    if posixpath.isabs(inbox):
+        return inbox
+    if posixpath.isabs(staging):
+        raise ConfigError("transport.inbox must be an absolute path when transport.staging is")
+    return posixpath.relpath(inbox, staging)
+
+
+def parse_list_only(text: str) -> dict[str, int]:
+    """``rsync --list-only`` output -> {basename: size} of regular files (dotfiles left out)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _LIST_LINE.match(line)
+        if not m or m["mode"][0] != "-":
+            continue
+        name = m["name"].rsplit("/", 1)[-1]
+        if not name.startswith(".") and "/." not in m["name"]:
+            out[name] = int(m["size"].replace(",", ""))
+    return out
+
+
+def make_transports(site: SiteSettings, streams: int, key: str) -> list[Transport]:
+    """One transport per stream, from the site's ``transport`` section."""
+    t = site.transport
+    if t.kind == "local":
+        return [LocalTransport(t, site.path(t.staging), site.path(t.inbox), i) for i in range(streams)]
+    cm = control_dir(key)
+    return [SshTransport(t, site, i, cm) for i in range(streams)]
