@@ -239,6 +239,7 @@ class Push:
                 if not exc.retryable or attempt == t.retries or self.stop.is_set():
                     raise
                 delay = min(t.backoff_seconds * 2 ** attempt, t.backoff_max)
+                self.journal.event("warning", f"retry {what} in {delay:g} s: {exc}")
                 self.view.event("warning", "retry", what=what, attempt=attempt + 1, delay_s=delay, error=str(exc))
                 self.stop.wait(delay)
         raise AssertionError("unreachable")
@@ -332,6 +333,7 @@ class Push:
                     delay = min(t.backoff_seconds * 2 ** attempt, t.backoff_max)
                     attempt += 1
                     self.journal.set_part(qp.expid, qp.k, reason=str(exc), retryable=1)
+                    self.journal.event("warning", f"retry {qp.tar} in {delay:g} s: {exc}", qp.expid)
                     self.view.event("warning", "retry", part=qp.tar, stream=tr.stream, attempt=attempt,
                                     delay_s=delay, error=str(exc))
                     stats.state = f"retry in {delay:.0f}s"
