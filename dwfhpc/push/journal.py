@@ -4,7 +4,8 @@ Tables (times are Unix seconds, UTC):
 
 ``files``      path (key), size, expid, state seen|complete|failed, reason, t_seen, t_complete
 ``exposures``  expid (key), instrument, expnum, night, obstype, kind, files (JSON list of raw paths),
-               nparts, codec, state complete|packing|packed|delivered|failed, reason, attempts,
+               nparts, codec, state seen|complete|packing|packed|delivered|failed (seen: an HSC visit
+               still waiting for CCD files), reason, attempts (packings started),
                t_seen (first file seen), t_complete (all raw files complete), t_pack_start, t_packed,
                t_delivered (last part confirmed in the receiver's inbox)
 ``parts``      expid, k (key), n, tar_name, manifest_name, tar_bytes, state packed|sending|confirmed|failed,
@@ -46,7 +47,7 @@ CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 CREATE INDEX IF NOT EXISTS exposures_state ON exposures(state);
 """
 
-EXPOSURE_STATES = ("complete", "packing", "packed", "delivered", "failed")
+EXPOSURE_STATES = ("seen", "complete", "packing", "packed", "delivered", "failed")
 PART_STATES = ("packed", "sending", "confirmed", "failed")
 
 

@@ -68,12 +68,12 @@ class Push:
         self.raw_dir = site.path(p.raw_dir)
         self.outgoing = site.path(p.outgoing_dir)
         self.journal_path = site.path(p.journal)
+        self.transports: list[Transport] = make_transports(site, opts.streams, str(self.journal_path))
         self.lock = JournalLock(self.journal_path)
         self.journal = Journal(self.journal_path)
         self.watcher = Watcher(self.raw_dir, self.journal, patterns=p.patterns, stable_seconds=p.stable_seconds,
                                incomplete_timeout=p.incomplete_timeout, visit_quiet_seconds=p.visit_quiet_seconds)
         self.policy = Policy(opts.mode, opts.streams, opts.nbundle, opts.exp_min)
-        self.transports: list[Transport] = make_transports(site, opts.streams, str(self.journal_path))
         self.queue = PartQueue()
         self.state = ViewState(streams=[StreamStats() for _ in range(opts.streams)])
         self.view = PushView(self.state, quiet=opts.quiet, live=opts.live)
