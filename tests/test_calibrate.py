@@ -142,3 +142,43 @@ def test_missing_sections_and_masters_are_clear_errors(frames, tmp_path, capsys)
     assert not out.exists() or not any(out.iterdir())
     assert main(["calibrate", str(files[(5, SOUTH)]), "--bias", str(tmp_path / "empty"), "--no-flat", "--out", str(out)]) == 2
     assert "master bias is missing" in capsys.readouterr().err
+
+
+def test_cals_build_night_and_copy_between_nights(tmp_path, capsys):
+    """File frames in the library layout, build the night's masters, copy them to a night without any."""
+    from dwfhpc.layout import library_path
+
+    site_dir = tmp_path / "site"
+    library = site_dir / "cluster" / "calibs"
+    for expnum, obstype, kind in ((1, "zero", "bias"), (2, "zero", "bias"), (3, "dome flat", "flat")):
+        raw = simulate_decam_exposure(tmp_path / "raw", expnum=expnum, obstype=obstype, ccds=[NORTH], seed=expnum)
+        part = pack_exposure(raw, tmp_path / "parts", codec="rice", parts=1, jobs=1)[0]
+        ccd_file = unpack_part(part.tar, tmp_path / "ccd")[-1]
+        target = library_path(library, "2026-11-24", NORTH, kind, "g", f"DECam_{expnum:08d}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ccd_file.rename(target)
+    assert main(["cals", "build", "--night", "2026-11-24", "--workdir", str(site_dir)]) == 0
+    masters = site_dir / "cluster" / "masters"
+    assert sorted(p.name for p in (masters / "2026-11-24").iterdir()) == [f"bias_{NORTH}.fits", f"flat_g_{NORTH}.fits"]
+    assert fits.getheader(masters / "2026-11-24" / f"bias_{NORTH}.fits")["NCOMBINE"] == 2
+    assert main(["cals", "copy", "--from", "2026-11-24", "--to", "2026-11-25", "--workdir", str(site_dir)]) == 0
+    copied = masters / "2026-11-25" / f"flat_g_{NORTH}.fits"
+    assert fits.getheader(copied)["COPIEDFR"] == "2026-11-24"
+    assert np.array_equal(fits.getdata(copied), fits.getdata(masters / "2026-11-24" / f"flat_g_{NORTH}.fits"))
+    assert main(["cals", "copy", "--from", "2026-01-01", "--to", "2026-11-25", "--workdir", str(site_dir)]) == 2
+    assert "no masters for night 2026-01-01" in capsys.readouterr().err
+
+
+def test_hsc_ccd_calibrates_from_its_channel_keywords(tmp_path):
+    from dwfhpc.instruments import HSC
+    from dwfhpc.simulate import simulate_hsc_visit
+
+    raw = simulate_hsc_visit(tmp_path, visit=1000, ccds=[23], seed=1)[0]
+    header = fits.getheader(raw)
+    image, mask = calibrate_array(fits.getdata(raw), header, HSC())
+    assert image.shape == (4176, 2048)  # four 512-column channels, overscan removed
+    channel_levels = [np.median(image[:, i * 512:(i + 1) * 512]) for i in range(4)]
+    # each channel had its own bias level; after overscan subtraction only the sky remains, equal in all four
+    assert max(channel_levels) - min(channel_levels) < 0.1 * np.mean(channel_levels)
+    out = calibrate_file(raw, tmp_path / "out")
+    assert out.qa["pixel_scale"] == 0.168 and out.products["cal"].name == "HSC_0001000_23.cal.fits.fz"

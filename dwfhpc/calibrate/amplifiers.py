@@ -38,11 +38,13 @@ def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electro
         if (amp.bias.slices[0].start, amp.bias.slices[0].stop) != (rows.start, rows.stop):
             raise FitsFormatError(f"amp {amp.name}: overscan rows {amp.bias} do not match data rows {amp.data}", path)
         data = raw[amp.data.slices]
-        level = overscan_rows(raw, amp).astype(np.float32)
-        block = data.astype(np.float32) - level[:, None]
+        level = overscan_rows(raw, amp).astype(np.float32)[:, None]
+        # write straight into the (flipped when needed) view of the destination: no temporaries
+        dest = orient(image[amp.ccd.slices], amp)
+        np.subtract(data, level, out=dest, casting="unsafe")
         if to_electrons:
-            block *= np.float32(amp.gain)
-        image[amp.ccd.slices] = orient(block, amp)
+            dest *= np.float32(amp.gain)
         if amp.saturate:
-            mask[amp.ccd.slices] |= orient((data >= amp.saturate).astype(np.uint8) * maskbits.SATURATED, amp)
+            flags = orient(mask[amp.ccd.slices], amp)
+            np.bitwise_or(flags, maskbits.SATURATED, out=flags, where=data >= amp.saturate)
     return image, mask

@@ -74,12 +74,15 @@ def calibrate_array(raw: np.ndarray, header: fits.Header, instrument: Instrument
     if flat is not None:
         if flat.shape != image.shape:
             raise DwfError(f"master flat is {flat.shape}, the CCD is {image.shape}", path)
-        low = ~(flat > 0.2)
-        mask[low] |= maskbits.NO_FLAT
-        image /= np.where(low, np.float32(1), flat)
+        usable = flat > 0.2
+        np.divide(image, flat, out=image, where=usable)
+        if not usable.all():
+            mask[~usable] |= maskbits.NO_FLAT
     if bpm is not None:
         mask[bpm] |= maskbits.BAD
-    mask[~np.isfinite(image)] |= maskbits.NOT_FINITE
+    not_finite = ~np.isfinite(image)
+    if not_finite.any():
+        mask[not_finite] |= maskbits.NOT_FINITE
     return image, mask
 
 

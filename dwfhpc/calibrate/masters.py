@@ -124,8 +124,6 @@ def build_night_masters(library: str | Path, masters: str | Path, night: str, *,
 
 def copy_masters(masters: str | Path, from_night: str, to_night: str) -> list[Path]:
     """Copy every master of one night to another (for a night without its own calibrations)."""
-    import shutil
-
     src = Path(masters) / from_night
     if not src.is_dir():
         raise DwfError(f"no masters for night {from_night}", src)
@@ -134,9 +132,8 @@ def copy_masters(masters: str | Path, from_night: str, to_night: str) -> list[Pa
     copied = []
     for f in sorted(src.glob("*.fits")):
         target = dest / f.name
-        with atomic_path(target) as tmp:
-            shutil.copyfile(f, tmp)
-        with fits.open(target, mode="update") as hdul:
+        with fits.open(f) as hdul, atomic_path(target) as tmp:
             hdul[0].header["COPIEDFR"] = (from_night, "dwfhpc cals copy: master from this night")
+            hdul.writeto(tmp, overwrite=True)
         copied.append(target)
     return copied
