@@ -60,3 +60,18 @@ def test_rsync_over_real_sshd_checks_host_keys(sshd_server, tmp_path):
         assert bad.returncode != 0 and "HOST IDENTIFICATION HAS CHANGED" in bad.stderr
     finally:
         sshd_server.known_hosts.write_text(good)
+
+
+@pytest.mark.slurm
+def test_accounting_cluster_reports_cancelled_tasks(slurm_cluster_dbd):
+    """With slurmdbd + MariaDB, sacct knows what squeue forgets: the killed task's final state."""
+    out = slurm_cluster_dbd.run("sbatch", "--parsable", "--wrap", "sleep 300", "-o", "/dev/null").stdout
+    job = out.strip().split(";")[0]
+    slurm_cluster_dbd.run("scancel", job)
+    deadline = time.monotonic() + 60
+    while True:
+        states = slurm_cluster_dbd.run("sacct", "-n", "-X", "-j", job, "-o", "State", check=False).stdout.split()
+        if states and states[0].startswith("CANCELLED"):
+            break
+        assert time.monotonic() < deadline, f"sacct said {states}"
+        time.sleep(0.5)
