@@ -1,22 +1,19 @@
 """``dwfhpc demo``: a simulated night through the toolkit on this machine.
 
 Biases and dome flats first, then science exposures appearing in the telescope's raw folder at a
-cadence. Each complete exposure is packed into parts, carried into the cluster inbox by real
-rsync processes (N streams), verified, and calibrated as one job array per part through
-submitit's LocalExecutor (node tasks stage through scratch exactly as on a cluster). Masters are
-built from the night's calibration frames once they are filed. Ends with the latency table
-(file complete -> products) broken down by stage, and the night report.
+cadence. The real ``dwfhpc push`` (watcher, packing pool, N rsync streams, journal) carries each
+complete exposure's parts into the cluster inbox; each verified part becomes one job array
+through submitit's LocalExecutor (node tasks stage through scratch exactly as on a cluster).
+Masters are built from the night's calibration frames once they are filed. Ends with the latency
+table (file complete -> products) broken down by stage, and the night report.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,180 +24,178 @@ import submitit
 from .calibrate import build_night_masters
 from .config import SiteSettings, load_site
 from .errors import DwfError
-from .layout import manifest_for_tar
+from .layout import tar_for_manifest
 from .node import TaskSpec, run_task
-from .parts import Part, pack_exposure, read_manifest, verify_part
+from .parts import read_manifest, verify_part
+from .push import Journal, Push, PushOptions
 from .report import STAGES, CCDRecord, ExposureRecord, NightData, percentile, write_report
 from .simulate import night_start, simulate_decam_exposure
 
 
 @dataclass
 class ExposureRun:
-    path: Path
+    expid: str
     kind: str
-    t_complete: float
-    expid: str = ""
     expnum: int = 0
+    t_complete: float | None = None
     stages: dict[str, float] = field(default_factory=dict)
     results: list[dict] = field(default_factory=list)
+    jobs: list = field(default_factory=list)
     t_products: float | None = None
 
 
-def _rsync(src: Path, staging: Path, inbox: Path) -> None:
-    """Deliver one file with rsync into staging, then move it into the inbox (atomic)."""
-    staging.mkdir(parents=True, exist_ok=True)
-    inbox.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["rsync", "-a", "--partial-dir=.rsync-partial", str(src), f"{staging}/"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DwfError(f"rsync failed ({proc.returncode}): {proc.stderr.strip()}", src)
-    os.replace(staging / src.name, inbox / src.name)
+class Cluster:
+    """The cluster side of the demo: verified parts from the inbox become submitit arrays of node tasks."""
 
-
-class Night:
-    """The demo's driver: simulate, push, ingest, calibrate, collect."""
-
-    def __init__(self, site: SiteSettings, *, streams: int, codec: str, ccds: list[int] | None, say=print):
+    def __init__(self, site: SiteSettings):
         self.site = site
-        self.streams = streams
-        self.codec = codec
-        self.ccds = ccds
-        self.say = say
-        self.raw_dir = site.path(site.push.raw_dir)
-        self.outgoing = site.path(site.push.outgoing_dir)
-        self.staging = site.path(site.transport.staging)
         self.inbox = site.path(site.ingest.inbox)
         self.specs = site.path(site.ingest.specs)
-        self.jobs_dir = site.path(site.ingest.jobs_dir)
-        self.executor = submitit.LocalExecutor(folder=self.jobs_dir / "%j")
+        self.executor = submitit.LocalExecutor(folder=site.path(site.ingest.jobs_dir) / "%j")
         self.executor.update_parameters(timeout_min=site.scheduler.time_minutes)
-        self.transfer_pool = ThreadPoolExecutor(max_workers=streams)
+        self.seen: set[str] = set()
+        self.runs: dict[str, ExposureRun] = {}
 
-    def deliver(self, run: ExposureRun) -> list[Part]:
-        t = time.time()
-        parts = pack_exposure(run.path, self.outgoing, codec=self.codec, parts=self.site.push.parts,
-                              jobs=self.site.push.jobs)
-        run.stages["pack"] = time.time() - t
-        run.expid = parts[0].expid
-        t = time.time()
-        futures = [self.transfer_pool.submit(_rsync, p.tar, self.staging, self.inbox) for p in parts]
-        for f in futures:
-            f.result()
-        # manifests last: a part is visible to the receiver only when its manifest is there
-        for f in [self.transfer_pool.submit(_rsync, p.manifest, self.staging, self.inbox) for p in parts]:
-            f.result()
-        run.stages["transfer"] = time.time() - t
-        for p in parts:
-            p.tar.unlink()
-            p.manifest.unlink()
-        return [Part(p.expid, p.k, p.n, self.inbox / p.tar.name, self.inbox / p.manifest.name) for p in parts]
+    def poll(self, require_masters: bool) -> list[ExposureRun]:
+        """Submit every new complete part in the inbox; return the exposures that got new arrays."""
+        touched = []
+        for manifest_path in sorted(self.inbox.glob("*.manifest.json")):
+            if manifest_path.name in self.seen:
+                continue
+            tar = tar_for_manifest(manifest_path)
+            manifest = verify_part(tar, manifest_path)
+            self.seen.add(manifest_path.name)
+            run = self.runs.setdefault(manifest.expid, ExposureRun(manifest.expid, manifest.kind, manifest.expnum))
+            spec = TaskSpec.from_site(self.site, manifest_path, tar, manifest=manifest,
+                                      require_masters=require_masters and manifest.kind == "science")
+            spec_path = spec.write(self.specs / f"{tar.stem}.json")
+            run.stages.setdefault("submitted", time.time())
+            run.jobs += self.executor.map_array(run_task, [str(spec_path)] * len(spec.ccds), range(len(spec.ccds)))
+            touched.append(run)
+        return touched
 
-    def submit(self, run: ExposureRun, parts: list[Part], require_masters: bool) -> list:
-        jobs = []
-        for p in parts:
-            manifest = verify_part(p.tar, p.manifest)
-            spec = TaskSpec.from_site(self.site, p.manifest, p.tar, manifest=manifest, require_masters=require_masters)
-            spec_path = spec.write(self.specs / f"{p.tar.stem}.json")
-            jobs += self.executor.map_array(run_task, [str(spec_path)] * len(spec.ccds), range(len(spec.ccds)))
-        run.stages["submitted"] = time.time()
-        return jobs
-
-    def collect(self, run: ExposureRun, jobs: list) -> None:
-        for job in jobs:
-            run.results.append(job.result())
-        run.t_products = max((r.get("finished", time.time()) for r in run.results), default=time.time())
+    def collect(self, run: ExposureRun) -> None:
+        """Wait for an exposure's tasks and fold their timings into its latency stages."""
+        run.results = [job.result() for job in run.jobs]
         ok = [r for r in run.results if r["status"] == "ok"]
-        for stage in ("stage", "decompress", "calibrate", "copyback"):
-            values = [r["timings"].get(stage, 0.0) for r in ok]
-            if values:
-                run.stages[stage if stage != "decompress" else "stage"] = run.stages.get(
-                    stage if stage != "decompress" else "stage", 0.0) + float(np.median(values))
-        starts = [r["started"] for r in run.results]
-        if starts:
-            run.stages["queue"] = max(0.0, float(np.median(starts)) - run.stages.pop("submitted"))
+        run.t_products = max((r.get("finished") or time.time() for r in run.results), default=time.time())
+        submitted = run.stages.pop("submitted", None)
+        if ok:
+            med = {k: float(np.median([r["timings"].get(k, 0.0) for r in ok]))
+                   for k in ("stage", "verify", "decompress", "calibrate", "copyback")}
+            run.stages["stage"] = med["stage"] + med["verify"] + med["decompress"]
+            run.stages["calibrate"] = med["calibrate"]
+            run.stages["copyback"] = med["copyback"]
+            if submitted is not None:
+                run.stages["queue"] = max(0.0, float(np.median([r["started"] for r in ok])) - submitted)
+
+
+def _journal_stages(journal: Journal, run: ExposureRun) -> None:
+    row = journal.exposure(run.expid)
+    if row is None:
+        return
+    run.t_complete = row.t_complete
+    if row.t_complete and row.t_packed:
+        run.stages["pack"] = row.t_packed - row.t_complete  # includes waiting for a free packer
+    if row.t_packed and row.t_delivered:
+        run.stages["transfer"] = row.t_delivered - row.t_packed
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise DwfError(f"demo: timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
 
 
 def run_demo(workdir: Path, *, exposures: int = 4, cadence: float = 20.0, streams: int = 4, biases: int = 2,
-             flats: int = 2, codec: str = "rice", ccds: list[int] | None = None, seed: int = 0, say=print) -> dict:
+             flats: int = 2, codec: str = "rice", ccds: list[int] | None = None, seed: int = 0, say=print,
+             timeout: float = 1800.0) -> dict:
+    """Simulate a night, push it with the real ``dwfhpc push`` (N rsync streams), calibrate it, report it."""
     workdir = Path(workdir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
-    site = load_site("local", workdir=workdir)
-    night = Night(site, streams=streams, codec=codec, ccds=ccds, say=say)
-    night.raw_dir.mkdir(parents=True, exist_ok=True)
+    site = load_site("local", workdir=workdir, overrides={"push": {"codec": codec, "streams": streams}})
+    raw_dir = site.path(site.push.raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
     refcat = workdir / "refcat.fits"
     site.calibration.refcat = str(refcat)
     start = night_start()
-    expnum = 1100001
-    runs: list[ExposureRun] = []
-    t0 = time.time()
+    n_ccds = len(ccds) if ccds else 61
     say(f"dwfhpc demo: {biases} biases + {flats} dome flats, then {exposures} science exposures every "
-        f"{cadence:g} s, {len(ccds) if ccds else 61} CCDs each, {streams} streams, codec {codec}, workdir {workdir}")
+        f"{cadence:g} s, {n_ccds} CCDs each; push --streams {streams} --codec {codec}; workdir {workdir}")
+    t0 = time.time()
+    push = Push(site, PushOptions(streams=streams, mode="parallel", nbundle=site.push.nbundle, exp_min=0, codec=codec,
+                                  parts=site.push.parts, quiet=True, live=False))
+    pusher = threading.Thread(target=push.run, name="push", daemon=True)
+    pusher.start()
+    cluster = Cluster(site)
+    journal = Journal(site.path(site.push.journal))
+    try:
+        # dusk: biases and dome flats, filed into the calibration library by node tasks
+        expnum = 1100001
+        cal_kinds = ["zero"] * biases + ["dome flat"] * flats
+        for i, obstype in enumerate(cal_kinds):
+            simulate_decam_exposure(raw_dir, expnum=expnum, obstype=obstype, ccds=ccds, seed=seed,
+                                    date_obs=start + timedelta(seconds=30 * i))
+            expnum += 1
+        _wait(lambda: (cluster.poll(False) or True) and len(cluster.runs) == len(cal_kinds)
+              and all(sum(len(read_manifest(m).ccds) for m in cluster.inbox.glob(f"{r.expid}.*.manifest.json"))
+                      == n_ccds for r in cluster.runs.values()), timeout, "the calibration frames to arrive")
+        for run in cluster.runs.values():
+            cluster.collect(run)
+            failed = [r for r in run.results if r["status"] != "ok"]
+            say(f"  {run.expid} ({run.kind}): {len(run.results) - len(failed)} CCDs filed"
+                + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
+        night_name = read_manifest(next(cluster.inbox.glob("*.manifest.json"))).night
+        masters = build_night_masters(site.path(site.calibration.library), site.path(site.calibration.masters),
+                                      night_name, progress=lambda s: None)
+        say(f"  masters for night {night_name}: {len(masters)} built")
 
-    # dusk: calibration frames
-    for i, obstype in enumerate(["zero"] * biases + ["dome flat"] * flats):
-        path = simulate_decam_exposure(night.raw_dir, expnum=expnum, obstype=obstype, ccds=ccds, seed=seed,
-                                       date_obs=start + timedelta(seconds=30 * i))
-        runs.append(ExposureRun(path, "bias" if obstype == "zero" else "flat", time.time(), expnum=expnum))
-        expnum += 1
-    cal_jobs = []
-    for run in runs:
-        parts = night.deliver(run)
-        cal_jobs.append((run, night.submit(run, parts, require_masters=False)))
-    for run, jobs in cal_jobs:
-        night.collect(run, jobs)
-        failed = [r for r in run.results if r["status"] != "ok"]
-        say(f"  {run.expid} ({run.kind}): {len(run.results) - len(failed)} CCDs filed"
-            + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
-    night_name = read_manifest(next(night.inbox.glob("*.manifest.json"))).night
-    masters = build_night_masters(site.path(site.calibration.library), site.path(site.calibration.masters),
-                                  night_name, progress=lambda s: None)
-    say(f"  masters for night {night_name}: {len(masters)} built")
+        # the night: science exposures at the cadence; push and the cluster work as they arrive
+        science_ids = [f"DECam_{expnum + i:08d}" for i in range(exposures)]
 
-    # the night: science exposures at the cadence, each processed as soon as it is complete
-    science: list[ExposureRun] = []
-    arrived: list[tuple[Path, float, int]] = []
-    lock = threading.Condition()
+        def telescope() -> None:
+            for i in range(exposures):
+                if i:
+                    time.sleep(cadence)
+                simulate_decam_exposure(raw_dir, expnum=expnum + i, ccds=ccds, seed=seed,
+                                        date_obs=start + timedelta(hours=1, seconds=cadence * i),
+                                        catalog_out=refcat if i == 0 else None)
 
-    def telescope() -> None:
-        n = expnum
-        for i in range(exposures):
-            if i:
-                time.sleep(cadence)
-            path = simulate_decam_exposure(night.raw_dir, expnum=n, ccds=ccds, seed=seed,
-                                           date_obs=start + timedelta(hours=1, seconds=cadence * i),
-                                           catalog_out=refcat if i == 0 else None)
-            with lock:
-                arrived.append((path, time.time(), n))
-                lock.notify()
-            n += 1
+        sim = threading.Thread(target=telescope, name="telescope", daemon=True)
+        sim.start()
+        announced: set[str] = set()
 
-    sim = threading.Thread(target=telescope, daemon=True)
-    sim.start()
-    pending = []
-    while len(science) < exposures:
-        with lock:
-            while len(arrived) <= len(science):
-                lock.wait(timeout=1.0)
-            path, t_complete, n = arrived[len(science)]
-        run = ExposureRun(path, "science", t_complete, expnum=n)
-        science.append(run)
-        parts = night.deliver(run)
-        pending.append((run, night.submit(run, parts, require_masters=True)))
-        say(f"  {run.expid}: complete -> {len(parts)} parts delivered and submitted "
-            f"(pack {run.stages['pack']:.1f} s, transfer {run.stages['transfer']:.1f} s)")
-    for run, jobs in pending:
-        night.collect(run, jobs)
-        ok = sum(r["status"] == "ok" for r in run.results)
-        say(f"  {run.expid}: {ok}/{len(run.results)} CCDs calibrated, latency {run.t_products - run.t_complete:.1f} s")
-    sim.join()
-    summary = _summarise(site, runs + science, night_name, workdir)
+        def science_submitted() -> bool:
+            for run in cluster.poll(True):
+                if run.expid not in announced and run.kind == "science":
+                    announced.add(run.expid)
+                    say(f"  {run.expid}: parts arriving in the inbox, arrays submitted")
+            return all(e in cluster.runs and len(cluster.runs[e].jobs) == n_ccds for e in science_ids)
+
+        _wait(science_submitted, timeout, "the science exposures to be delivered")
+        for expid in science_ids:
+            run = cluster.runs[expid]
+            cluster.collect(run)
+            _journal_stages(journal, run)
+            ok = sum(r["status"] == "ok" for r in run.results)
+            say(f"  {run.expid}: {ok}/{len(run.results)} CCDs calibrated, "
+                f"latency {run.t_products - run.t_complete:.1f} s from file complete to products")
+        sim.join()
+    finally:
+        push.request_stop()
+        pusher.join(timeout=60)
+    for run in cluster.runs.values():
+        _journal_stages(journal, run)
+    summary = _summarise(site, list(cluster.runs.values()), night_name, workdir, n_ccds)
     say(summary["table"])
     say(f"report: {summary['report']}   ({time.time() - t0:.0f} s in all)")
     return summary
 
 
-def _summarise(site: SiteSettings, runs: list[ExposureRun], night_name: str, workdir: Path) -> dict:
+def _summarise(site: SiteSettings, runs: list[ExposureRun], night_name: str, workdir: Path, n_ccds: int) -> dict:
     exposures, ccds = [], []
     for run in runs:
         qa = [r.get("qa", {}) for r in run.results if r["status"] == "ok"]
@@ -223,9 +218,7 @@ def _summarise(site: SiteSettings, runs: list[ExposureRun], night_name: str, wor
     science = [e for e in exposures if e.kind == "science"]
     science_ccds = [c for c in ccds if c.expid in {e.expid for e in science}]
     lat = [e.latency for e in science if e.latency is not None]
-    expected = sum(len(read_manifest(m).ccds) for m in site.path(site.ingest.inbox).glob("*.manifest.json")
-                   if read_manifest(m).kind == "science")
-    lost = expected - len(science_ccds)
+    lost = n_ccds * len(science) - len(science_ccds)  # expected CCDs that never produced a result
     lines = [
         "",
         f"night {night_name}: {len(science)} science exposures, {sum(c.state == 'done' for c in science_ccds)} CCDs "
