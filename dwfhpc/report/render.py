@@ -129,16 +129,17 @@ def _summary_rows(data: NightData) -> list[tuple[str, str]]:
     counts: dict[str, int] = {}
     for c in data.ccds:
         counts[c.state] = counts.get(c.state, 0) + 1
-    lat = [e.latency for e in data.exposures if e.latency is not None]
+    lat = [e.latency for e in data.exposures if e.latency is not None and e.kind == "science"]
+    kinds = {k: sum(e.kind == k for e in data.exposures) for k in ("science", "bias", "flat")}
     return [
         ("night", data.night),
         ("instrument", data.instrument),
-        ("exposures", str(len(data.exposures))),
+        ("exposures", f"{kinds['science']} science, {kinds['bias']} bias, {kinds['flat']} flat"),
         ("CCDs calibrated", str(counts.get("done", 0))),
         ("CCDs failed", str(counts.get("failed", 0))),
         ("CCDs lost", str(counts.get("lost", 0))),
         ("CCDs in flight", str(counts.get("queued", 0) + counts.get("running", 0))),
-        ("latency p50 / p95", f"{percentile(lat, 50):.1f} s / {percentile(lat, 95):.1f} s" if lat else "n/a"),
+        ("science latency p50 / p95", f"{percentile(lat, 50):.1f} s / {percentile(lat, 95):.1f} s" if lat else "n/a"),
     ]
 
 
