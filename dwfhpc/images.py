@@ -130,3 +130,53 @@ def rollback_image(name: str, to: Path) -> Path:
     _relink(current, old_previous)
     _relink(previous, old_current)
     return to / old_previous
+
+
+SECTIONS = {"arguments", "setup", "files", "post", "environment", "runscript", "startscript", "test", "labels",
+            "help", "app"}
+HEADER_KEYS = {"bootstrap", "osversion", "mirrorurl", "from", "include", "stage", "fingerprints"}
+
+
+def parse_definition(path: str | Path) -> dict:
+    """Check a definition file without building it (apptainer has no dry-run parse).
+
+    Returns ``{"header": {...}, "sections": {name: text}, "arguments": {...}}``. Raises
+    :class:`DwfError` naming the file for an unknown header key or section, a missing
+    ``Bootstrap``, or a ``{{ build arg }}`` with no default in ``%arguments``.
+    """
+    import re
+
+    path = Path(path)
+    header: dict[str, str] = {}
+    sections: dict[str, list[str]] = {}
+    current = None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if current is None and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("%"):
+            name = stripped[1:].split()[0].lower()
+            if name not in SECTIONS:
+                raise DwfError(f"line {number}: unknown section %{name}", path)
+            current = name
+            sections.setdefault(name, [])
+            continue
+        if current is None:
+            key, sep, value = stripped.partition(":")
+            if not sep or key.strip().lower() not in HEADER_KEYS:
+                raise DwfError(f"line {number}: not a header keyword: {stripped!r}", path)
+            header[key.strip().lower()] = value.strip()
+        else:
+            sections[current].append(line)
+    if "bootstrap" not in header:
+        raise DwfError("no Bootstrap: header", path)
+    arguments = {}
+    for line in sections.get("arguments", []):
+        if "=" in line:
+            k, _, v = line.strip().partition("=")
+            arguments[k.strip()] = v.strip()
+    used = set(re.findall(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}", path.read_text()))
+    missing = sorted(used - set(arguments))
+    if missing:
+        raise DwfError(f"build argument(s) {', '.join(missing)} used but given no default in %arguments", path)
+    return {"header": header, "sections": {k: "\n".join(v) for k, v in sections.items()}, "arguments": arguments}

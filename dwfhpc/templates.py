@@ -62,3 +62,13 @@ def write_array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: 
                        log_dir: str | Path, **kw) -> Path:
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, array_script(site, kind, spec, ntasks, job_name, log_dir, **kw))
+
+
+def stage_image_script(site: SiteSettings, kind: str, image: str | Path, dest: str | Path, nodes: int,
+                       log_dir: str | Path) -> str:
+    """Script that copies ``image`` into ``dest`` on ``nodes`` nodes (checksum-verified, renamed into place)."""
+    s = site.scheduler
+    name = "stage-image.sbatch" if kind == "slurm" else "stage-image.pbs"
+    return render(kind, name, image=str(image), dest=str(dest), nodes=nodes, partition=s.partition,
+                  account=s.account, reservation=s.reservation, queue=s.queue, syntax=s.pbs_array_syntax,
+                  log_dir=str(log_dir))

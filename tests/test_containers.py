@@ -74,3 +74,35 @@ def test_deploy_and_rollback_keep_a_working_current(image, tmp_path):
     assert os.readlink(current) == first.name and check_image(current) == "dwfhpc 0.1.0"
     with pytest.raises(DwfError, match="no previous"):
         rollback_image("other", deployed)
+
+
+@pytest.mark.slurm
+def test_slurm_array_runs_its_calibration_step_inside_the_image(image, slurm_cluster, tmp_path):
+    """node.container: true - staging and copy-back on the host, calibration through apptainer exec."""
+    import json
+    import time
+
+    from dwfhpc.config import load_site
+    from dwfhpc.node import TaskSpec, result_path
+    from dwfhpc.parts import pack_exposure
+    from dwfhpc.templates import write_array_script
+
+    site = load_site("local", workdir=tmp_path, overrides={"node": {"container": True, "image": str(image)}})
+    raw = simulate_decam_exposure(tmp_path / "raw", expnum=41, ccds=[25, 32], seed=2)
+    part = pack_exposure(raw, site.path(site.ingest.inbox), codec="rice", parts=1, jobs=1)[0]
+    spec = TaskSpec.from_site(site, part.manifest, part.tar, require_masters=False)
+    assert spec.container and spec.image == str(image)
+    spec_path = spec.write(site.path(site.ingest.specs) / f"{part.tar.stem}.json")
+    script = write_array_script(site, "slurm", spec_path, 2, "dwf-DECam_00000041-p1", tmp_path / "array.sbatch",
+                                site.path(site.ingest.jobs_dir))
+    slurm_cluster.run("sbatch", "--parsable", "--partition=main", str(script))
+    deadline = time.monotonic() + 300
+    paths = [result_path(spec_path, i) for i in (0, 1)]
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, "array did not finish"
+        time.sleep(1)
+    for p in paths:
+        r = json.loads(p.read_text())
+        assert r["status"] == "ok", r.get("error")
+        assert r["container"] is True
+        assert r["qa"]["fwhm_arcsec"] > 0

@@ -80,3 +80,32 @@ def test_unknown_template_is_a_clear_error():
         render("slurm", "nope.sbatch")
     with pytest.raises(DwfError, match="no templates for scheduler 'lsf'"):
         render("lsf", "x")
+
+
+@pytest.mark.slurm
+def test_stage_image_copies_the_image_to_node_local_storage(slurm_cluster, tmp_path):
+    from dwfhpc.atomic import sha256_file
+    from dwfhpc.templates import stage_image_script
+
+    image = tmp_path / "shared" / "dwfhpc.sif"
+    image.parent.mkdir()
+    image.write_bytes(bytes(range(256)) * 4000)
+    local = tmp_path / "node-local"
+    script = tmp_path / "stage.sbatch"
+    script.write_text(stage_image_script(load_site("local"), "slurm", image, local, 1, tmp_path))
+    slurm_cluster.run("sbatch", "--parsable", "--partition=main", str(script))
+    deadline = time.monotonic() + 60
+    while not (local / "dwfhpc.sif").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert sha256_file(local / "dwfhpc.sif") == sha256_file(image)
+    assert not list(local.glob(".staging.*"))
+
+
+def test_stage_image_pbs_twin_visits_every_node():
+    """No PBS server here: checked as text and by `bash -n`."""
+    from dwfhpc.templates import stage_image_script
+
+    text = stage_image_script(load_site("g2"), "pbs", "/shared/dwfhpc.sif", "/local/dwf", 4, "/logs")
+    assert "#PBS -l nodes=4:ppn=1" in text and "$PBS_NODEFILE" in text and "sha256sum -c" in text
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
