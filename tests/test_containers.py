@@ -78,14 +78,16 @@ def test_deploy_and_rollback_keep_a_working_current(image, tmp_path):
 
 @pytest.mark.slurm
 def test_slurm_array_runs_its_calibration_step_inside_the_image(image, slurm_cluster, tmp_path):
-    """node.container: true - staging and copy-back on the host, calibration through apptainer exec."""
-    import json
+    """A submitit array on the real Slurm with node.container: true: staging and copy-back on the host,
+    calibration through apptainer exec."""
     import time
 
+    import submitit
+
     from dwfhpc.config import load_site
-    from dwfhpc.node import TaskSpec, result_path
+    from dwfhpc.node import TaskSpec
+    from dwfhpc.node.run import run_task
     from dwfhpc.parts import pack_exposure
-    from dwfhpc.templates import write_array_script
 
     site = load_site("local", workdir=tmp_path, overrides={"node": {"container": True, "image": str(image)}})
     raw = simulate_decam_exposure(tmp_path / "raw", expnum=41, ccds=[25, 32], seed=2)
@@ -93,16 +95,14 @@ def test_slurm_array_runs_its_calibration_step_inside_the_image(image, slurm_clu
     spec = TaskSpec.from_site(site, part.manifest, part.tar, require_masters=False)
     assert spec.container and spec.image == str(image)
     spec_path = spec.write(site.path(site.ingest.specs) / f"{part.tar.stem}.json")
-    script = write_array_script(site, "slurm", spec_path, 2, "dwf-DECam_00000041-p1", tmp_path / "array.sbatch",
-                                site.path(site.ingest.jobs_dir))
-    slurm_cluster.run("sbatch", "--parsable", "--partition=main", str(script))
+    executor = submitit.SlurmExecutor(folder=site.path(site.ingest.jobs_dir) / "%j")
+    executor.update_parameters(partition="main", time=10, mem="2G", array_parallelism=2, job_name="dwf-DECam_00000041-p1")
+    jobs = executor.map_array(run_task, [str(spec_path)] * 2, [0, 1])
     deadline = time.monotonic() + 300
-    paths = [result_path(spec_path, i) for i in (0, 1)]
-    while not all(p.exists() for p in paths):
+    while not all(j.done() for j in jobs):
         assert time.monotonic() < deadline, "array did not finish"
         time.sleep(1)
-    for p in paths:
-        r = json.loads(p.read_text())
+    for job, ccd in zip(jobs, (25, 32)):
+        r = job.result()
         assert r["status"] == "ok", r.get("error")
-        assert r["container"] is True
-        assert r["qa"]["fwhm_arcsec"] > 0
+        assert r["container"] is True and r["ccd"] == ccd and r["qa"]["fwhm_arcsec"] > 0

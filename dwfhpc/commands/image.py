@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import load_site
 from ..images import build_image, check_image, deploy_image, rollback_image
 
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, default=Path("images"))
     b.add_argument("--build-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--no-fakeroot", action="store_true")
+    b.add_argument("--config", default=None, help="site config whose images.build_args / images.fakeroot apply")
     b.set_defaults(func=build)
     c = s.add_parser("check", help="run dwfhpc --version inside an image")
     c.add_argument("image", type=Path)
@@ -37,8 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
-    out = build_image(args.name, args.out / f"{args.name}.sif", build_args=dict(args.build_arg),
-                      fakeroot=False if args.no_fakeroot else None)
+    build_args, fakeroot = {}, None
+    if args.config:
+        site = load_site(args.config)
+        build_args, fakeroot = dict(site.images.build_args), site.images.fakeroot
+    build_args.update(dict(args.build_arg))  # the command line wins over the site config
+    out = build_image(args.name, args.out / f"{args.name}.sif", build_args=build_args,
+                      fakeroot=False if args.no_fakeroot else fakeroot)
     print(f"{out}: built; {check_image(out)}")
     return 0
 
