@@ -138,7 +138,12 @@ class IngestSettings(Strict):
     rate: float | None = Field(None, gt=0, description="parts per minute")
     max_attempts: int = Field(3, ge=1)
     lost_after_seconds: float = Field(30.0, gt=0, description="a task gone from the queue without a result this long is lost")
-    report_every_seconds: float = Field(60.0, gt=0)
+    report_every_seconds: float = Field(60.0, gt=0, description="regenerate the night report this often")
+    report_dir: str = Field("reports", description="night reports (report/night-<night>.html)")
+    arrival_grace_seconds: float = Field(120.0, gt=0, description="a manifest whose tarball is still missing or "
+                                         "short after this is quarantined")
+    auto_masters: bool = Field(True, description="build a night's masters once its bias/flat tasks are done; "
+                               "that night's science waits for them")
 
 
 class NodeSettings(Strict):

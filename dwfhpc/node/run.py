@@ -250,3 +250,12 @@ def index_from_environment() -> int | None:
         return task_index(None)
     except DwfError:
         return None
+
+
+def array_task(spec_path: str, index: int) -> dict:
+    """What submitit runs for array task ``index``: the node entry point, its result also left beside the spec.
+
+    The file lets the collector read results the same way whichever scheduler (or a manual
+    ``sbatch``/``qsub``) ran the task.
+    """
+    return run_task(spec_path, index, write=True)

@@ -1,0 +1,44 @@
+"""``dwfhpc status``: exposures, parts and tasks by state, latency, failures with reasons (from the state DB)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_site
+from ..ingest.status import summary
+from ..state import StateDB
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="the cluster side's state: parts and tasks by state, latency, failures")
+    p.add_argument("--config", default="local")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--night", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    site = load_site(args.config, workdir=args.workdir)
+    path = site.path(site.ingest.state_db)
+    if not path.exists():
+        print(f"{path}: no state DB yet (dwfhpc ingest has not run with this config)")
+        return 0
+    with StateDB(path) as db:
+        s = summary(db, args.night)
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    print(f"state {path}" + (f" (night {args.night})" if args.night else ""))
+    for what in ("exposures", "parts", "tasks"):
+        print(f"  {what:10s} " + (", ".join(f"{k} {v}" for k, v in s[what].items()) or "none"))
+    lat = s["latency_part_to_products"]
+    if lat["n"]:
+        print(f"  latency    part in inbox -> products: p50 {lat['p50']:.1f} s, p95 {lat['p95']:.1f} s over {lat['n']} parts")
+    if s["retried"]:
+        print(f"  retried    {s['retried']} CCDs needed more than one attempt")
+    for f in s["failures"]:
+        ccd = f" CCD {f['ccd']}" if f["ccd"] is not None else ""
+        print(f"  {f['state']:10s} {f['part']}{ccd}: {f['reason']}")
+    return 0

@@ -1,0 +1,128 @@
+"""``dwfhpc ingest``: the cluster-side loop. Each poll: inbox -> masters -> submit -> collect -> report.
+
+Everything lives in the state DB, so a killed ingest restarts where it was: parts already
+verified are not verified again, submitted tasks are not submitted again, and running arrays are
+re-attached by the task ids the DB recorded (results are files beside the specs; the queue is
+one query), so nothing is lost and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import SiteSettings
+from ..locking import FileLock
+from ..state import ACTIVE, StateDB
+from .collector import Collector
+from .executors import ArrayExecutor, make_executor
+from .inbox import Inbox
+from .masters import MastersKeeper
+from .submitter import Submitter
+from .throttle import Throttle
+
+log = logging.getLogger("dwfhpc.ingest")
+
+
+@dataclass
+class IngestOptions:
+    executor: str | None = None  # local | slurm | pbs (default: the site's)
+    max_jobs: int | None = None
+    rate: float | None = None
+    poll_seconds: float | None = None
+    report: bool = True
+
+
+class Ingest:
+    """One running ingest. ``step()`` is one poll; ``run()`` polls until stopped (or drained)."""
+
+    def __init__(self, site: SiteSettings, opts: IngestOptions | None = None, *, executor: ArrayExecutor | None = None):
+        self.site = site
+        self.opts = opts or IngestOptions()
+        ing = site.ingest
+        self.state_path = site.path(ing.state_db)
+        self.lock = FileLock(self.state_path, "dwfhpc ingest")
+        try:
+            self.db = StateDB(self.state_path)
+            self.executor = executor or make_executor(site, self.opts.executor)
+            max_jobs = self.opts.max_jobs or ing.max_jobs or self.executor.default_max_jobs()
+            self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
+            self.inbox = Inbox(site.path(ing.inbox), site.path(ing.parts_store), site.path(ing.quarantine), self.db,
+                               mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
+                               arrival_grace=ing.arrival_grace_seconds)
+            self.masters = MastersKeeper(self.db, site.path(site.calibration.library), site.path(site.calibration.masters),
+                                         enabled=ing.auto_masters)
+            self.submitter = Submitter(site, self.db, self.executor, self.throttle)
+            self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
+                                       lost_after=ing.lost_after_seconds)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.poll_seconds = self.opts.poll_seconds or ing.poll_seconds
+        self._stop = threading.Event()
+        self._last_report = 0.0
+        self.polls = 0
+
+    # ---------------------------------------------------------------- loop
+    def step(self, now: float | None = None) -> dict:
+        """One poll: what arrived, what was submitted, what was collected."""
+        now = now or time.time()
+        scan = self.inbox.scan(now)
+        self.masters.update()
+        collected = self.collector.poll(now)
+        self.masters.update()
+        submitted = self.submitter.submit_ready(self.masters.blocked_nights(), now)
+        self.polls += 1
+        if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
+            self.write_reports()
+            self._last_report = now
+        return {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
+                "submitted": submitted, **collected}
+
+    def idle(self) -> bool:
+        """Nothing waiting in the inbox, queued, running or being built."""
+        inbox = self.site.path(self.site.ingest.inbox)
+        waiting = any(inbox.glob("*.manifest.json")) if inbox.is_dir() else False
+        return (not waiting and not self.db.count_tasks("queued", *ACTIVE) and not self.masters.blocked_nights()
+                and not (self.masters._thread and self.masters._thread.is_alive()))
+
+    def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None) -> dict:
+        """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`)."""
+        deadline = time.monotonic() + timeout if timeout else None
+        last: dict = {}
+        try:
+            while True:
+                t0 = time.monotonic()
+                last = self.step()
+                if once or self._stop.is_set() or (drain and self.idle()):
+                    break
+                if deadline and time.monotonic() > deadline:
+                    log.error("ingest: stopped after %.0f s with work left", timeout)
+                    break
+                self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - t0)))
+        finally:
+            if self.opts.report:
+                self.write_reports()
+        return last
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.masters.wait(timeout=300)
+        self.executor.close()
+        self.db.close()
+        self.lock.release()
+
+    # ---------------------------------------------------------------- report
+    def write_reports(self) -> list[Path]:
+        from ..report.collect import write_night_reports
+
+        try:
+            return write_night_reports(self.site, self.db)
+        except Exception as exc:  # a report must never stop the night; say why and carry on
+            log.warning("night report not written: %s", exc)
+            return []

@@ -1,0 +1,38 @@
+"""``dwfhpc ingest --emit-scripts DIR``: specs and scheduler scripts for manual submission, nothing submitted.
+
+Each verified part in the inbox gets ``DIR/<stem>.json`` (its task spec) and
+``DIR/<stem>.sbatch`` (or ``.pbs``) from ``slurm_templates/`` / ``pbs_templates/``: the same
+``dwfhpc node run SPEC --index I`` that ingest's arrays run. The inbox is left as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import SiteSettings
+from ..errors import DwfError
+from ..layout import tar_for_manifest
+from ..node import TaskSpec
+from ..parts import verify_part
+from ..templates import write_array_script
+
+
+def emit_scripts(site: SiteSettings, out_dir: Path, kind: str = "slurm") -> list[Path]:
+    out_dir = Path(out_dir)
+    inbox = site.path(site.ingest.inbox)
+    written = []
+    for manifest_path in sorted(inbox.glob("*.manifest.json")) if inbox.is_dir() else []:
+        tar = tar_for_manifest(manifest_path)
+        try:
+            manifest = verify_part(tar, manifest_path)
+        except DwfError as exc:
+            print(f"skipped: {exc}")
+            continue
+        stem = manifest_path.name[: -len(".manifest.json")]
+        spec = TaskSpec.from_site(site, manifest_path, tar, manifest=manifest,
+                                  require_masters=site.node.require_masters and manifest.kind == "science")
+        spec_path = spec.write(out_dir / f"{stem}.json")
+        suffix = ".sbatch" if kind == "slurm" else ".pbs"
+        written.append(write_array_script(site, kind, spec_path, len(spec.ccds), f"dwf-{manifest.expid}-p{manifest.part}",
+                                          out_dir / f"{stem}{suffix}", out_dir / "logs"))
+    return written

@@ -1,0 +1,45 @@
+"""What the two submitit executors share: array submission through ``map_array`` and result pickles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import submitit
+from submitit.core import utils as submitit_utils
+
+from ...node import array_task
+from .base import Outcome, reason_from_text
+
+
+def submit_array(executor: submitit.Executor, spec: Path, ntasks: int) -> list[submitit.Job]:
+    """One array through submitit: task ``i`` calls :func:`dwfhpc.node.array_task` (spec, i)."""
+    return executor.map_array(array_task, [str(spec)] * ntasks, list(range(ntasks)))
+
+
+def pickle_outcome(job: submitit.Job) -> Outcome | None:
+    """submitit's own record of a task: its result pickle, or the traceback of what it raised."""
+    pickle = job.paths.result_pickle
+    if not pickle.exists():
+        return None
+    try:
+        kind, value = submitit_utils.pickle_load(pickle)
+    except (EOFError, OSError, ValueError):
+        return None  # still being written: next poll
+    if kind == "success":
+        return Outcome(result=value if isinstance(value, dict) else {"status": "failed",
+                                                                      "error": f"unexpected result {value!r}"})
+    lines = [line for line in str(value).strip().splitlines() if line.strip()]
+    return Outcome(error=f"task raised: {lines[-1] if lines else value}")
+
+
+def log_reason(job: submitit.Job) -> str | None:
+    """Why a task vanished, from the scheduler's lines in its stderr/stdout logs."""
+    for path in (job.paths.stderr, job.paths.stdout):
+        try:
+            text = Path(path).read_text(errors="replace")[-20000:]
+        except OSError:
+            continue
+        reason = reason_from_text(text)
+        if reason:
+            return reason
+    return None

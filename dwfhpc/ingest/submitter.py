@@ -1,0 +1,113 @@
+"""Queued tasks -> arrays: oldest part first, one spec and one array per part chunk, within the throttles.
+
+A chunk is the queued CCDs of one part that share an attempt and its resources, cut to the free
+slots of ``--max-jobs`` and to the cluster's MaxArraySize. Its spec
+``specs/<stem>.a<attempt>.c<first CCD>.json`` lists exactly its CCDs, so task ``i`` of the array
+calibrates ``ccds[i]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from itertools import groupby
+from pathlib import Path
+
+from ..config import SiteSettings
+from ..errors import DwfError
+from ..node import TaskSpec, result_path
+from ..parts import read_manifest
+from ..state import ACTIVE, PartRow, StateDB, TaskRow
+from .executors import ArrayExecutor, ArrayRequest
+from .throttle import Throttle
+
+log = logging.getLogger("dwfhpc.ingest")
+
+
+def job_name(part: PartRow) -> str:
+    return f"dwf-{part.expid}-p{part.k}"
+
+
+def spec_path(specs: Path, part: str, attempt: int, first_ccd: int) -> Path:
+    return Path(specs) / f"{part}.a{attempt}.c{first_ccd:02d}.json"
+
+
+def chunks(ccds: list[int], size: int | None) -> list[list[int]]:
+    if not size:
+        return [ccds]
+    return [ccds[i:i + size] for i in range(0, len(ccds), size)]
+
+
+class Submitter:
+    def __init__(self, site: SiteSettings, db: StateDB, executor: ArrayExecutor, throttle: Throttle):
+        self.site, self.db, self.executor, self.throttle = site, db, executor, throttle
+        self.specs = site.path(site.ingest.specs)
+        self.max_array = executor.max_array_size()
+        self._manifests: dict[str, object] = {}
+
+    def make_spec(self, part: PartRow, tasks: list[TaskRow]) -> Path:
+        """Write the spec for these tasks of one part (same attempt)."""
+        manifest = self._manifests.get(part.stem) or read_manifest(part.manifest)
+        self._manifests[part.stem] = manifest
+        ccds = [t.ccd for t in tasks]
+        shifts = {t.ccd: t.prior_shift for t in tasks if t.prior_shift}
+        spec = TaskSpec.from_site(self.site, part.manifest, part.tar, manifest=manifest, ccds=ccds,
+                                  attempt=tasks[0].attempt, prior_shifts=shifts,
+                                  require_masters=self.site.node.require_masters and part.kind == "science")
+        path = spec_path(self.specs, part.stem, tasks[0].attempt, ccds[0])
+        for i in range(len(ccds)):  # results of an earlier run of the same spec name are not this run's
+            result_path(path, i).unlink(missing_ok=True)
+        return spec.write(path)
+
+    def submit_ready(self, blocked_nights: set[str] = frozenset(), now: float | None = None) -> int:
+        """Submit what the throttles allow; returns the number of tasks submitted."""
+        now = now or time.time()
+        queued = [t for t in self.db.tasks("queued") if not (t.kind == "science" and t.night in blocked_nights)]
+        if not queued:
+            return 0
+        slots = self.throttle.slots(self.db.count_tasks(*ACTIVE))
+        parts: dict[str, PartRow] = {}
+        submitted = 0
+        order = sorted({t.part for t in queued}, key=lambda p: min(t.t_queued or 0 for t in queued if t.part == p))
+        for stem in order:
+            if slots is not None and slots <= 0:
+                break
+            part = parts.setdefault(stem, self.db.part(stem))
+            if part is None:
+                continue
+            if part.t_submitted is None and not self.throttle.part_may_start(self.db.last_part_submission_time(), now):
+                break  # oldest first: a younger part does not overtake a waiting one
+            mine = [t for t in queued if t.part == stem]
+            for _, group in groupby(sorted(mine, key=lambda t: (t.attempt, t.mem_gb, t.time_minutes, t.ccd)),
+                                    key=lambda t: (t.attempt, t.mem_gb, t.time_minutes)):
+                group = list(group)
+                if slots is not None:
+                    group = group[:slots]
+                for chunk in chunks([t.ccd for t in group], self.max_array):
+                    tasks = [t for t in group if t.ccd in chunk]
+                    submitted += self._submit(part, tasks, now)
+                    if slots is not None:
+                        slots -= len(tasks)
+                if slots is not None and slots <= 0:
+                    break
+        return submitted
+
+    def _submit(self, part: PartRow, tasks: list[TaskRow], now: float) -> int:
+        path = self.make_spec(part, tasks)
+        request = ArrayRequest(part=part.stem, name=job_name(part), spec=path, ntasks=len(tasks),
+                               mem_gb=tasks[0].mem_gb or self.site.scheduler.mem_gb,
+                               time_minutes=tasks[0].time_minutes or self.site.scheduler.time_minutes)
+        try:
+            sub = self.executor.submit(request)
+        except DwfError as exc:  # the scheduler refused: the tasks stay queued, tried again next poll
+            self.db.event("error", f"{part.stem}: submission failed: {exc}", part.stem)
+            log.error("%s: submission failed (will retry): %s", part.stem, exc)
+            return 0
+        self.db.add_submission(part.stem, self.executor.name, sub.job_id, request.name, str(path), sub.folder,
+                               [t.ccd for t in tasks], sub.task_ids, now=time.time())
+        attempt = f" (attempt {tasks[0].attempt})" if tasks[0].attempt > 1 else ""
+        self.db.event("info", f"{part.stem}: array of {len(tasks)} submitted{attempt}"
+                      + (f" as job {sub.job_id}" if sub.job_id else ""), part.stem)
+        log.info("%s: array of %d tasks submitted%s%s", part.stem, len(tasks), attempt,
+                 f" (job {sub.job_id})" if sub.job_id else "")
+        return len(tasks)

@@ -1,0 +1,101 @@
+"""A night's :class:`NightData` from the state DB (and the push journal, where it is on this machine).
+
+Latency of an exposure runs from *file complete at the telescope* (push journal; without it, the
+first part's arrival in the inbox) to its last CCD's products. Stages: pack and transfer from the
+journal; queue (submitted -> task started), stage (stage + verify + decompress), calibrate
+(calibrate + QA) and copyback from the tasks' own timings, as medians over the exposure's CCDs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..config import SiteSettings
+from ..state import StateDB, TaskRow
+from .model import CCDRecord, ExposureRecord, NightData
+
+_STATE = {"queued": "queued", "submitted": "queued", "running": "running", "done": "done", "failed": "failed",
+          "lost": "lost"}
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def _journal(site: SiteSettings):
+    from ..push import Journal
+
+    path = site.path(site.push.journal)
+    return Journal(path) if path and path.exists() else None
+
+
+def _stages(tasks: list[TaskRow]) -> dict[str, float]:
+    ok = [t for t in tasks if t.state == "done" and t.result]
+    if not ok:
+        return {}
+    tm = [t.result.get("timings", {}) for t in ok]
+
+    def med(*keys: str) -> float:
+        return float(np.median([sum(x.get(k, 0.0) for k in keys) for x in tm]))
+
+    out = {"stage": med("stage", "verify", "decompress"), "calibrate": med("calibrate", "qa"), "copyback": med("copyback")}
+    waits = [t.t_started - t.t_submitted for t in ok if t.t_started and t.t_submitted]
+    if waits:
+        out["queue"] = max(0.0, float(np.median(waits)))
+    return out
+
+
+def nights(db: StateDB) -> list[str]:
+    return sorted({p.night for p in db.parts() if p.night})
+
+
+def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | None = None) -> NightData:
+    """Exposures and CCDs of ``night`` as the report shows them."""
+    journal = _journal(site)
+    parts = [p for p in db.parts(night=night) if p.state != "quarantined"]
+    tasks = db.tasks(night=night)
+    by_exp: dict[str, list[TaskRow]] = defaultdict(list)
+    for t in tasks:
+        by_exp[t.expid].append(t)
+    exposures, ccds = [], []
+    for expid in sorted({p.expid for p in parts}, key=lambda e: min(p.expnum or 0 for p in parts if p.expid == e)):
+        eparts = [p for p in parts if p.expid == expid]
+        ets = by_exp.get(expid, [])
+        first = eparts[0]
+        qa = [(t.result or {}).get("qa", {}) for t in ets if t.state == "done"]
+        rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
+                             field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == "done" for t in ets),
+                             stages=_stages(ets), fwhm=_median(q.get("fwhm_arcsec") for q in qa),
+                             sky=_median(q.get("sky") for q in qa), nsources=_median(q.get("n_sources") for q in qa))
+        row = journal.exposure(expid) if journal else None
+        rec.t_complete = row.t_complete if row and row.t_complete else min(p.t_inbox or 0 for p in eparts) or None
+        if row and row.t_complete and row.t_packed:
+            rec.stages["pack"] = row.t_packed - row.t_complete
+        if row and row.t_packed and row.t_delivered:
+            rec.stages["transfer"] = row.t_delivered - row.t_packed
+        if ets and all(t.state == "done" for t in ets):
+            rec.t_products = max(t.t_finished for t in ets if t.t_finished)
+        exposures.append(rec)
+        for t in ets:
+            q = (t.result or {}).get("qa", {})
+            ccds.append(CCDRecord(expid, t.ccd, _STATE.get(t.state, t.state), t.attempt, t.reason,
+                                  fwhm=q.get("fwhm_arcsec"), ellipticity=q.get("ellipticity"), sky=q.get("sky"),
+                                  nsources=q.get("n_sources"),
+                                  wcs_status=((t.result or {}).get("wcs") or {}).get("status")))
+    if journal:
+        journal.close()
+    inst = instrument or (parts[0].instrument if parts else site.instrument)
+    return NightData(night, inst, exposures, ccds)
+
+
+def write_night_reports(site: SiteSettings, db: StateDB, night: str | None = None,
+                        out_dir: Path | None = None) -> list[Path]:
+    """Write ``night-<night>.html`` for ``night`` (default: every night in the DB)."""
+    from .render import write_report
+
+    out_dir = Path(out_dir) if out_dir else site.path(site.ingest.report_dir)
+    return [write_report(night_data(site, db, n), out_dir) for n in ([night] if night else nights(db))]
