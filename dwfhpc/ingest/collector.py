@@ -1,7 +1,8 @@
 """Results -> state DB: one scheduler query per poll, then each active task's outcome.
 
 Order matters: the queue is read *before* the result files, so a task that finished between the
-two is seen as finished, never as lost. A task neither queued nor finished is marked missing; if
+two is seen as finished, never as lost. A task is collected once it has left the queue: until
+then it holds its slot under ``--max-jobs`` (the result file is written just before it exits). A task neither queued nor finished is marked missing; if
 it is still missing ``lost_after`` seconds later (covering result files slow to appear on a
 shared file system) it is **lost**. This needs no accounting: without slurmdbd ``sacct`` fails
 and submitit alone would wait for ever on a cancelled task. Nothing here ever blocks on a job.
@@ -47,15 +48,16 @@ class Collector:
         gone: list[TaskRow] = []
         touched: set[str] = set()
         for t in active:
+            if t.job_id in queued:  # still holds its slot (even if its result is already written)
+                state = "running" if queued[t.job_id] in ("RUNNING", "COMPLETING") else "submitted"
+                if state != t.state or t.missing_since:
+                    self.db.set_task(t.part, t.ccd, state=state, missing_since=None)
+                continue
             sub = self._submission(t.submission)
             outcome = self.executor.outcome(sub.spec, t.idx, t.job_id, sub.folder) if sub else None
             if outcome is not None:
                 counts[self._finished(t, outcome, now)] += 1
                 touched.add(t.part)
-            elif t.job_id in queued:
-                state = "running" if queued[t.job_id] in ("RUNNING", "COMPLETING") else "submitted"
-                if state != t.state or t.missing_since:
-                    self.db.set_task(t.part, t.ccd, state=state, missing_since=None)
             elif t.missing_since is None:
                 self.db.set_task(t.part, t.ccd, missing_since=now)
             elif now - t.missing_since >= self.lost_after:

@@ -66,15 +66,12 @@ class Submitter:
         if not queued:
             return 0
         slots = self.throttle.slots(self.db.count_tasks(*ACTIVE))
-        parts: dict[str, PartRow] = {}
+        parts = {stem: part for stem in {t.part for t in queued} if (part := self.db.part(stem)) is not None}
         submitted = 0
-        order = sorted({t.part for t in queued}, key=lambda p: min(t.t_queued or 0 for t in queued if t.part == p))
-        for stem in order:
+        for stem in sorted(parts, key=lambda s: (parts[s].t_inbox or 0.0, s)):  # oldest arrival first
             if slots is not None and slots <= 0:
                 break
-            part = parts.setdefault(stem, self.db.part(stem))
-            if part is None:
-                continue
+            part = parts[stem]
             if part.t_submitted is None and not self.throttle.part_may_start(self.db.last_part_submission_time(), now):
                 break  # oldest first: a younger part does not overtake a waiting one
             mine = [t for t in queued if t.part == stem]

@@ -40,8 +40,36 @@ def _check_member(info: tarfile.TarInfo, expected: dict[str, Member], tar: Path)
     return member
 
 
+class _HashingReader:
+    """A file read once, front to back, hashing every byte on the way (tar stream mode reads this way)."""
+
+    def __init__(self, fh):
+        self.fh, self.h = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.h.update(data)
+        return data
+
+    def hexdigest_of_all(self) -> str:
+        while self.read(CHUNK):
+            pass
+        return self.h.hexdigest()
+
+
+def _member_digest(t: tarfile.TarFile, info: tarfile.TarInfo) -> str:
+    h = hashlib.sha256()
+    src = t.extractfile(info)
+    while block := src.read(CHUNK):
+        h.update(block)
+    return h.hexdigest()
+
+
 def verify_part(tar: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None) -> Manifest:
-    """Tarball size + sha256 against the manifest, and its member list (safety, names, sizes)."""
+    """Tarball size + sha256 against the manifest, its member list (safety, names, sizes) and each member's sha256.
+
+    One pass over the file: the tarball's digest is computed while its members are read and hashed.
+    """
     tar = Path(tar)
     manifest_path = Path(manifest_path) if manifest_path else manifest_for_tar(tar)
     manifest = read_manifest(manifest_path)
@@ -50,20 +78,29 @@ def verify_part(tar: str | os.PathLike[str], manifest_path: str | os.PathLike[st
     size = tar.stat().st_size
     if size != manifest.tar_bytes:
         raise IntegrityError(f"tarball has {size} bytes, the manifest says {manifest.tar_bytes}", tar)
-    digest = sha256_file(tar)
-    if digest != manifest.tar_sha256:
-        raise IntegrityError(f"tarball sha256 {digest[:12]}... does not match the manifest's {manifest.tar_sha256[:12]}...", tar)
     expected = {m.name: m for m in manifest.members}
-    seen = set()
-    try:
-        with tarfile.open(tar, "r:") as t:
-            for info in t:
-                _check_member(info, expected, tar)
-                if info.name in seen:
-                    raise IntegrityError(f"member {info.name!r}: appears twice", tar)
-                seen.add(info.name)
-    except tarfile.TarError as exc:
-        raise IntegrityError(f"not a readable tar file ({exc})", tar) from None
+    seen: set[str] = set()
+    problem: IntegrityError | None = None
+    with open(tar, "rb") as fh:
+        reader = _HashingReader(fh)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as t:
+                for info in t:
+                    member = _check_member(info, expected, tar)
+                    if info.name in seen:
+                        raise IntegrityError(f"member {info.name!r}: appears twice", tar)
+                    seen.add(info.name)
+                    if _member_digest(t, info) != member.sha256:
+                        raise IntegrityError(f"member {info.name!r}: sha256 does not match the manifest", tar)
+        except tarfile.TarError as exc:
+            problem = IntegrityError(f"not a readable tar file ({exc})", tar)
+        except IntegrityError as exc:
+            problem = exc
+        digest = reader.hexdigest_of_all()
+    if digest != manifest.tar_sha256:  # the whole file is wrong: say that first
+        raise IntegrityError(f"tarball sha256 {digest[:12]}... does not match the manifest's {manifest.tar_sha256[:12]}...", tar)
+    if problem is not None:
+        raise problem
     missing = sorted(set(expected) - seen)
     if missing:
         raise IntegrityError(f"member(s) {', '.join(missing)} listed in the manifest are missing", tar)

@@ -1,0 +1,7 @@
+"""``python -m dwfhpc``: the same as the ``dwfhpc`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
