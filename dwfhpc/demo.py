@@ -1,11 +1,13 @@
-"""``dwfhpc demo``: a simulated night through the toolkit on this machine.
+"""``dwfhpc demo``: a simulated night through the whole toolkit on this machine.
 
-Biases and dome flats first, then science exposures appearing in the telescope's raw folder at a
-cadence. The real ``dwfhpc push`` (watcher, packing pool, N rsync streams, journal) carries each
-complete exposure's parts into the cluster inbox; each verified part becomes one job array
-through submitit's LocalExecutor (node tasks stage through scratch exactly as on a cluster).
-Masters are built from the night's calibration frames once they are filed. Ends with the latency
-table (file complete -> products) broken down by stage, and the night report.
+Three threads, the same code an observer and a cluster run: the *telescope* writes biases and
+dome flats at dusk, then science exposures into the raw folder at a cadence; ``dwfhpc push``
+(watcher, packing pool, N rsync streams, journal) carries each complete exposure's parts into
+the cluster inbox; ``dwfhpc ingest --array`` verifies them, submits one job array per part
+(submitit's LocalExecutor by default, the Slurm executor with ``--executor slurm``), files the
+calibration frames, builds the night's masters, and collects every CCD's result into the state
+DB. The summary (latency from file complete to products by stage, 0 lost) and the night report
+are made from that state DB, exactly as ``dwfhpc status`` and ``dwfhpc report`` see it.
 """
 
 from __future__ import annotations
@@ -14,226 +16,187 @@ import json
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import submitit
-
-from .calibrate import build_night_masters
 from .config import SiteSettings, load_site
 from .errors import DwfError
-from .layout import tar_for_manifest
-from .node import TaskSpec, run_task
-from .parts import read_manifest, verify_part
-from .push import Journal, Push, PushOptions
-from .report import STAGES, CCDRecord, ExposureRecord, NightData, percentile, write_report
+from .ingest import Ingest, IngestOptions
+from .parts import read_manifest
+from .push import Push, PushOptions
+from .report import STAGES, percentile
+from .report.collect import night_data
 from .simulate import night_start, simulate_decam_exposure
+from .state import FINAL, StateDB
 
 
-@dataclass
-class ExposureRun:
-    expid: str
-    kind: str
-    expnum: int = 0
-    t_complete: float | None = None
-    stages: dict[str, float] = field(default_factory=dict)
-    results: list[dict] = field(default_factory=list)
-    jobs: list = field(default_factory=list)
-    t_products: float | None = None
+def demo_site(workdir: Path, *, codec: str, streams: int, executor: str) -> SiteSettings:
+    """The embedded default (``configs/local.yaml``) on ``workdir``, report in ``workdir/report``."""
+    site = load_site("local", workdir=workdir, overrides={
+        "push": {"codec": codec, "streams": streams}, "ingest": {"executor": executor, "report_dir": "report",
+                                                                 "report_every_seconds": 15}})
+    site.calibration.refcat = str(workdir / "refcat.fits")
+    return site
 
 
-class Cluster:
-    """The cluster side of the demo: verified parts from the inbox become submitit arrays of node tasks."""
-
-    def __init__(self, site: SiteSettings):
-        self.site = site
-        self.inbox = site.path(site.ingest.inbox)
-        self.specs = site.path(site.ingest.specs)
-        self.executor = submitit.LocalExecutor(folder=site.path(site.ingest.jobs_dir) / "%j")
-        self.executor.update_parameters(timeout_min=site.scheduler.time_minutes)
-        self.seen: set[str] = set()
-        self.runs: dict[str, ExposureRun] = {}
-
-    def poll(self, require_masters: bool) -> list[ExposureRun]:
-        """Submit every new complete part in the inbox; return the exposures that got new arrays."""
-        touched = []
-        for manifest_path in sorted(self.inbox.glob("*.manifest.json")):
-            if manifest_path.name in self.seen:
-                continue
-            tar = tar_for_manifest(manifest_path)
-            manifest = verify_part(tar, manifest_path)
-            self.seen.add(manifest_path.name)
-            run = self.runs.setdefault(manifest.expid, ExposureRun(manifest.expid, manifest.kind, manifest.expnum))
-            spec = TaskSpec.from_site(self.site, manifest_path, tar, manifest=manifest,
-                                      require_masters=require_masters and manifest.kind == "science")
-            spec_path = spec.write(self.specs / f"{tar.stem}.json")
-            run.stages.setdefault("submitted", time.time())
-            run.jobs += self.executor.map_array(run_task, [str(spec_path)] * len(spec.ccds), range(len(spec.ccds)))
-            touched.append(run)
-        return touched
-
-    def collect(self, run: ExposureRun) -> None:
-        """Wait for an exposure's tasks and fold their timings into its latency stages."""
-        run.results = [job.result() for job in run.jobs]
-        ok = [r for r in run.results if r["status"] == "ok"]
-        run.t_products = max((r.get("finished") or time.time() for r in run.results), default=time.time())
-        submitted = run.stages.pop("submitted", None)
-        if ok:
-            med = {k: float(np.median([r["timings"].get(k, 0.0) for r in ok]))
-                   for k in ("stage", "verify", "decompress", "calibrate", "copyback")}
-            run.stages["stage"] = med["stage"] + med["verify"] + med["decompress"]
-            run.stages["calibrate"] = med["calibrate"]
-            run.stages["copyback"] = med["copyback"]
-            if submitted is not None:
-                run.stages["queue"] = max(0.0, float(np.median([r["started"] for r in ok])) - submitted)
+def _expected_ccds(db: StateDB, expid: str, default: int) -> int:
+    parts = [p for p in db.parts() if p.expid == expid and p.state != "quarantined"]
+    if not parts:
+        return default
+    return len(read_manifest(parts[0].manifest).ccds_in_exposure)
 
 
-def _journal_stages(journal: Journal, run: ExposureRun) -> None:
-    row = journal.exposure(run.expid)
-    if row is None:
-        return
-    run.t_complete = row.t_complete
-    if row.t_complete and row.t_packed:
-        run.stages["pack"] = row.t_packed - row.t_complete  # includes waiting for a free packer
-    if row.t_packed and row.t_delivered:
-        run.stages["transfer"] = row.t_delivered - row.t_packed
+def _finished(db: StateDB, expid: str, default: int) -> bool:
+    tasks = db.tasks(expid=expid)
+    return len(tasks) >= _expected_ccds(db, expid, default) and all(t.state in FINAL for t in tasks)
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise DwfError(f"demo: timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
+class Worker(threading.Thread):
+    """A daemon thread that keeps the exception that ended it, for the main thread to report."""
+
+    def __init__(self, name: str, target=None):
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:
+            self.error = exc
+
+    def work(self) -> None:
+        self._work()
+
+
+class Telescope(Worker):
+    """Writes the night's raw files: calibration frames at dusk, then science at the cadence."""
+
+    def __init__(self, raw_dir: Path, cal_kinds: list[str], science: list[int], cadence: float, ccds, seed: int,
+                 refcat: Path):
+        super().__init__("telescope")
+        self.raw_dir, self.cal_kinds, self.science, self.cadence = raw_dir, cal_kinds, science, cadence
+        self.ccds, self.seed, self.refcat = ccds, seed, refcat
+        self.stop = threading.Event()
+
+    def work(self) -> None:
+        start = night_start()
+        expnum = self.science[0] - len(self.cal_kinds)
+        for i, obstype in enumerate(self.cal_kinds):
+            simulate_decam_exposure(self.raw_dir, expnum=expnum + i, obstype=obstype, ccds=self.ccds,
+                                    seed=self.seed, date_obs=start + timedelta(seconds=30 * i))
+        for i, expnum in enumerate(self.science):
+            if i and self.stop.wait(self.cadence):
+                return
+            simulate_decam_exposure(self.raw_dir, expnum=expnum, ccds=self.ccds, seed=self.seed,
+                                    date_obs=start + timedelta(hours=1, seconds=self.cadence * i),
+                                    catalog_out=self.refcat if i == 0 else None)
 
 
 def run_demo(workdir: Path, *, exposures: int = 4, cadence: float = 20.0, streams: int = 4, biases: int = 2,
-             flats: int = 2, codec: str = "rice", ccds: list[int] | None = None, seed: int = 0, say=print,
-             timeout: float = 1800.0) -> dict:
-    """Simulate a night, push it with the real ``dwfhpc push`` (N rsync streams), calibrate it, report it."""
+             flats: int = 2, codec: str = "rice", ccds: list[int] | None = None, seed: int = 0,
+             executor: str = "local", say=print, timeout: float = 1800.0) -> dict:
+    """Simulate a night; push it (N rsync streams), ingest it as job arrays, report it. Returns the summary."""
     workdir = Path(workdir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
-    site = load_site("local", workdir=workdir, overrides={"push": {"codec": codec, "streams": streams}})
+    site = demo_site(workdir, codec=codec, streams=streams, executor=executor)
     raw_dir = site.path(site.push.raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    refcat = workdir / "refcat.fits"
-    site.calibration.refcat = str(refcat)
-    start = night_start()
     n_ccds = len(ccds) if ccds else 61
+    first_science = 1100001 + biases + flats
+    cal_kinds = ["zero"] * biases + ["dome flat"] * flats
+    all_ids = [f"DECam_{1100001 + i:08d}" for i in range(len(cal_kinds) + exposures)]
+    science_ids = all_ids[len(cal_kinds):]
     say(f"dwfhpc demo: {biases} biases + {flats} dome flats, then {exposures} science exposures every "
-        f"{cadence:g} s, {n_ccds} CCDs each; push --streams {streams} --codec {codec}; workdir {workdir}")
+        f"{cadence:g} s, {n_ccds} CCDs each; push --streams {streams} --codec {codec}; "
+        f"ingest --array --executor {executor}; workdir {workdir}")
     t0 = time.time()
+    ingest = Ingest(site, IngestOptions(executor=executor, report=True))
     push = Push(site, PushOptions(streams=streams, mode="parallel", nbundle=site.push.nbundle, exp_min=0, codec=codec,
                                   parts=site.push.parts, quiet=True, live=False))
-    pusher = threading.Thread(target=push.run, name="push", daemon=True)
-    pusher.start()
-    cluster = Cluster(site)
-    journal = Journal(site.path(site.push.journal))
+    telescope = Telescope(raw_dir, cal_kinds, list(range(first_science, first_science + exposures)), cadence, ccds,
+                          seed, Path(site.calibration.refcat))
+    threads = [Worker("push", push.run), Worker("ingest", ingest.run)]
+    for t in threads:
+        t.start()
+    telescope.start()
     try:
-        # dusk: biases and dome flats, filed into the calibration library by node tasks
-        expnum = 1100001
-        cal_kinds = ["zero"] * biases + ["dome flat"] * flats
-        for i, obstype in enumerate(cal_kinds):
-            simulate_decam_exposure(raw_dir, expnum=expnum, obstype=obstype, ccds=ccds, seed=seed,
-                                    date_obs=start + timedelta(seconds=30 * i))
-            expnum += 1
-        _wait(lambda: (cluster.poll(False) or True) and len(cluster.runs) == len(cal_kinds)
-              and all(sum(len(read_manifest(m).ccds) for m in cluster.inbox.glob(f"{r.expid}.*.manifest.json"))
-                      == n_ccds for r in cluster.runs.values()), timeout, "the calibration frames to arrive")
-        for run in cluster.runs.values():
-            cluster.collect(run)
-            failed = [r for r in run.results if r["status"] != "ok"]
-            say(f"  {run.expid} ({run.kind}): {len(run.results) - len(failed)} CCDs filed"
-                + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
-        night_name = read_manifest(next(cluster.inbox.glob("*.manifest.json"))).night
-        masters = build_night_masters(site.path(site.calibration.library), site.path(site.calibration.masters),
-                                      night_name, progress=lambda s: None)
-        say(f"  masters for night {night_name}: {len(masters)} built")
-
-        # the night: science exposures at the cadence; push and the cluster work as they arrive
-        science_ids = [f"DECam_{expnum + i:08d}" for i in range(exposures)]
-
-        def telescope() -> None:
-            for i in range(exposures):
-                if i:
-                    time.sleep(cadence)
-                simulate_decam_exposure(raw_dir, expnum=expnum + i, ccds=ccds, seed=seed,
-                                        date_obs=start + timedelta(hours=1, seconds=cadence * i),
-                                        catalog_out=refcat if i == 0 else None)
-
-        sim = threading.Thread(target=telescope, name="telescope", daemon=True)
-        sim.start()
-        announced: set[str] = set()
-
-        def science_submitted() -> bool:
-            for run in cluster.poll(True):
-                if run.expid not in announced and run.kind == "science":
-                    announced.add(run.expid)
-                    say(f"  {run.expid}: parts arriving in the inbox, arrays submitted")
-            return all(e in cluster.runs and len(cluster.runs[e].jobs) == n_ccds for e in science_ids)
-
-        _wait(science_submitted, timeout, "the science exposures to be delivered")
-        for expid in science_ids:
-            run = cluster.runs[expid]
-            cluster.collect(run)
-            _journal_stages(journal, run)
-            ok = sum(r["status"] == "ok" for r in run.results)
-            say(f"  {run.expid}: {ok}/{len(run.results)} CCDs calibrated, "
-                f"latency {run.t_products - run.t_complete:.1f} s from file complete to products")
-        sim.join()
+        _follow(ingest.db, all_ids, n_ccds, [telescope, *threads], say, timeout)
     finally:
+        telescope.stop.set()
         push.request_stop()
-        pusher.join(timeout=60)
-    for run in cluster.runs.values():
-        _journal_stages(journal, run)
-    summary = _summarise(site, list(cluster.runs.values()), night_name, workdir, n_ccds)
+        ingest.request_stop()
+        for t in threads:
+            t.join(timeout=120)
+        ingest.close()
+    with StateDB(site.path(site.ingest.state_db)) as db:
+        summary = summarise(site, db, science_ids, n_ccds, workdir)
     say(summary["table"])
-    say(f"report: {summary['report']}   ({time.time() - t0:.0f} s in all)")
+    say(f"report: {summary['report']}   state: {site.path(site.ingest.state_db)}   ({time.time() - t0:.0f} s in all)")
     return summary
 
 
-def _summarise(site: SiteSettings, runs: list[ExposureRun], night_name: str, workdir: Path, n_ccds: int) -> dict:
-    exposures, ccds = [], []
-    for run in runs:
-        qa = [r.get("qa", {}) for r in run.results if r["status"] == "ok"]
-        fwhm = [q["fwhm_arcsec"] for q in qa if q.get("fwhm_arcsec")]
-        exposures.append(ExposureRecord(
-            expid=run.expid, expnum=run.expnum, kind=run.kind, filter="g" if run.kind != "bias" else "",
-            field=qa[0].get("field", "") if qa else "", n_ccds=len(run.results),
-            n_done=sum(r["status"] == "ok" for r in run.results), t_complete=run.t_complete, t_products=run.t_products,
-            stages={k: v for k, v in run.stages.items() if k in STAGES},
-            fwhm=float(np.median(fwhm)) if fwhm else None,
-            sky=float(np.median([q["sky"] for q in qa])) if qa and "sky" in qa[0] else None,
-            nsources=float(np.median([q["n_sources"] for q in qa])) if qa and "n_sources" in qa[0] else None))
-        for r in run.results:
-            q = r.get("qa", {})
-            ccds.append(CCDRecord(run.expid, r.get("ccd", -1), "done" if r["status"] == "ok" else "failed", 1,
-                                  r.get("error"), fwhm=q.get("fwhm_arcsec"), sky=q.get("sky"),
-                                  nsources=q.get("n_sources"), wcs_status=(r.get("wcs") or {}).get("status")))
-    data = NightData(night_name, "decam", exposures, ccds)
-    report = write_report(data, workdir / "report")
-    science = [e for e in exposures if e.kind == "science"]
-    science_ccds = [c for c in ccds if c.expid in {e.expid for e in science}]
+def _follow(db: StateDB, expids: list[str], n_ccds: int, workers: list[Worker], say, timeout: float) -> None:
+    """Say what happens as it happens; return once every exposure's CCDs are final."""
+    deadline = time.monotonic() + timeout
+    announced: set[str] = set()
+    finished: set[str] = set()
+    last_line = 0.0
+    while len(finished) < len(expids):
+        for w in workers:
+            if w.error is not None:
+                raise DwfError(f"demo: {w.name} stopped: {w.error}") from w.error
+            if w.name != "telescope" and not w.is_alive():
+                raise DwfError(f"demo: {w.name} stopped early (see the log above)")
+        for expid in expids:
+            if expid not in announced and any(p.expid == expid for p in db.parts()):
+                announced.add(expid)
+                say(f"  {expid}: delivered, verified, arrays queued")
+            if expid not in finished and expid in announced and _finished(db, expid, n_ccds):
+                finished.add(expid)
+                tasks = db.tasks(expid=expid)
+                done = sum(t.state == "done" for t in tasks)
+                bad = [t for t in tasks if t.state != "done"]
+                say(f"  {expid} ({tasks[0].kind}): {done}/{len(tasks)} CCDs "
+                    f"{'filed' if tasks[0].kind != 'science' else 'calibrated'}"
+                    + (f"; {len(bad)} {bad[0].state}: {bad[0].reason}" if bad else ""))
+        now = time.monotonic()
+        if now - last_line > 15:
+            counts = db.counts("tasks")
+            say("  ... tasks " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
+            last_line = now
+        if now > deadline:
+            missing = [e for e in expids if e not in finished]
+            raise DwfError(f"demo: timed out after {timeout:.0f} s; not finished: {', '.join(missing)}")
+        time.sleep(0.5)
+
+
+def summarise(site: SiteSettings, db: StateDB, science_ids: list[str], n_ccds: int, workdir: Path) -> dict:
+    """The latency table and summary.json, from the state DB; the night report beside them."""
+    from .report.render import write_report
+
+    night = next((p.night for p in db.parts() if p.night), None)
+    if night is None:
+        raise DwfError("demo: nothing reached the cluster")
+    data = night_data(site, db, night)
+    report = write_report(data, site.path(site.ingest.report_dir))
+    science = [e for e in data.exposures if e.expid in science_ids]
+    ccds = [c for c in data.ccds if c.expid in science_ids]
+    expected = sum(_expected_ccds(db, e, n_ccds) for e in science_ids)
+    calibrated = sum(c.state == "done" for c in ccds)
+    failed = sum(c.state == "failed" for c in ccds)
+    lost = expected - calibrated - failed  # expected CCDs with no final result (incl. tasks marked lost)
     lat = [e.latency for e in science if e.latency is not None]
-    lost = n_ccds * len(science) - len(science_ccds)  # expected CCDs that never produced a result
-    lines = [
-        "",
-        f"night {night_name}: {len(science)} science exposures, {sum(c.state == 'done' for c in science_ccds)} CCDs "
-        f"calibrated, {sum(c.state == 'failed' for c in science_ccds)} failed, {lost} lost",
-        "latency from file complete to products (s):",
-        f"  {'':10s} {'p50':>7s} {'p95':>7s}",
-        f"  {'total':10s} {percentile(lat, 50):7.1f} {percentile(lat, 95):7.1f}",
-    ]
+    lines = ["", f"night {night}: {len(science_ids)} science exposures, {calibrated} CCDs calibrated, {failed} failed, "
+                 f"{lost} lost", "latency from file complete to products (s):",
+             f"  {'':10s} {'p50':>7s} {'p95':>7s}", f"  {'total':10s} {percentile(lat, 50):7.1f} {percentile(lat, 95):7.1f}"]
     for stage in STAGES:
         values = [e.stages.get(stage, 0.0) for e in science]
         lines.append(f"  {stage:10s} {percentile(values, 50):7.1f} {percentile(values, 95):7.1f}")
-    table = "\n".join(lines)
-    (workdir / "summary.json").write_text(json.dumps({
-        "night": night_name, "exposures": len(science),
-        "calibrated": sum(c.state == "done" for c in science_ccds),
-        "failed": sum(c.state == "failed" for c in science_ccds), "lost": lost,
-        "latency_p50": percentile(lat, 50), "latency_p95": percentile(lat, 95)}, indent=1))
-    return {"table": table, "report": report, "exposures": exposures, "ccds": ccds}
+    summary = {"night": night, "exposures": len(science_ids), "calibrated": calibrated, "failed": failed, "lost": lost,
+               "latency_p50": percentile(lat, 50), "latency_p95": percentile(lat, 95),
+               "stages_p50": {s: percentile([e.stages.get(s, 0.0) for e in science], 50) for s in STAGES},
+               "report": str(report), "state_db": str(site.path(site.ingest.state_db))}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return {**summary, "table": "\n".join(lines), "data": data}

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
 from .errors import FitsFormatError
 
@@ -80,14 +79,13 @@ def open_fits(path: str | Path, *, lazy: bool = True) -> fits.HDUList:
         magic = fh.read(9)
     if magic != b"SIMPLE  =":
         raise FitsFormatError("not a FITS file (no SIMPLE card at the start)", path)
+    # Truncation is found from the headers' announced sizes, not by turning astropy's warnings
+    # into errors: warning filters are process-wide, and push, ingest and the node run in threads.
+    check_complete(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyWarning)
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=lazy)
-            if not lazy:
-                hdul.readall()
-    except AstropyWarning as exc:
-        raise FitsFormatError(f"truncated or damaged FITS file ({exc})", path) from None
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=lazy)
+        if not lazy:
+            hdul.readall()
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise FitsFormatError(f"unreadable FITS file ({exc})", path) from None
     return hdul

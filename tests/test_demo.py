@@ -48,3 +48,27 @@ def test_inventory_counts_fields_and_filters(night, capsys):
     assert json.loads(capsys.readouterr().out) == [{"field": "DWF_150.000+02.200", "filter": "g", "exposures": 2}]
     assert main(["inventory", "--workdir", str(workdir), "--night", "2020-01-01"]) == 2
     assert "no calibrated data for night 2020-01-01 (nights: 2026-11-24)" in capsys.readouterr().err
+
+
+def test_demo_state_db_holds_every_task_and_status_agrees(night, capsys):
+    workdir, _ = night
+    assert main(["status", "--workdir", str(workdir), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["tasks"] == {"done": 8}  # 2 bias + 2 flat + 4 science CCDs, each collected once
+    assert s["exposures"] == {"done": 4} and s["failures"] == []
+
+
+@pytest.mark.slurm
+def test_demo_night_with_the_slurm_executor(slurm_cluster, tmp_path):
+    from dwfhpc.state import StateDB
+
+    workdir = tmp_path / "night"
+    rc = main(["demo", "--workdir", str(workdir), "--exposures", "2", "--cadence", "2", "--biases", "1",
+               "--flats", "1", "--ccds", "25,32", "--executor", "slurm"])
+    assert rc == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["calibrated"] == 4 and summary["lost"] == 0 and summary["failed"] == 0
+    with StateDB(workdir / "cluster" / "state.sqlite") as db:
+        subs = db.submissions()
+        assert {s.executor for s in subs} == {"slurm"} and all(s.job_id.isdigit() for s in subs)
+        assert all(t.result["status"] == "ok" for t in db.tasks())

@@ -21,11 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CCDs per exposure (default 1-8, so the night fits a 2-core machine; 1-62 for all)")
     p.add_argument("--workdir", type=Path, default=Path("dwfhpc-night"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: submitit LocalExecutor (default); slurm: the Slurm named by SLURM_CONF")
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (default 1800)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     summary = run_demo(args.workdir, exposures=args.exposures, cadence=args.cadence, streams=args.streams,
-                       biases=args.biases, flats=args.flats, codec=args.codec, ccds=args.ccds, seed=args.seed)
-    failed = sum(c.state != "done" for c in summary["ccds"])
-    return 0 if failed == 0 else 1
+                       biases=args.biases, flats=args.flats, codec=args.codec, ccds=args.ccds, seed=args.seed,
+                       executor=args.executor, timeout=args.timeout)
+    return 0 if summary["failed"] == 0 and summary["lost"] == 0 else 1

@@ -9,6 +9,7 @@ for the vanished tasks gives the state (TIMEOUT, OUT_OF_MEMORY, CANCELLED, ...).
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +32,18 @@ def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
+def check_controller() -> None:
+    """Fail early and clearly when no Slurm controller answers (rather than retrying sbatch all night)."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        raise DwfError(f"SLURM_CONF names a file that does not exist: {conf}")
+    proc = _run(["scontrol", "ping"], timeout=90)
+    if proc.returncode != 0 or "UP" not in proc.stdout:
+        text = (proc.stdout + proc.stderr).strip().splitlines()
+        raise DwfError("no Slurm controller answers `scontrol ping`" + (f": {text[-1]}" if text else "")
+                       + " (start one, or set SLURM_CONF)")
+
+
 def read_max_array_size() -> int | None:
     """MaxArraySize from ``scontrol show config`` (arrays may have at most this many tasks)."""
     proc = _run(["scontrol", "show", "config"])
@@ -45,6 +58,7 @@ class SlurmArrayExecutor(ArrayExecutor):
         self.jobs_dir = Path(jobs_dir)
         self.s = scheduler
         self.user = getpass.getuser()
+        check_controller()
         self._max_array = scheduler.max_array_size or read_max_array_size()
         self._sacct_works: bool | None = None
         self.queries = 0  # scheduler status queries made (benchmarks)
