@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ..demo import run_demo
@@ -28,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "debug", False):  # the demo narrates; ingest's per-part lines are in the state DB events
+        logging.getLogger("dwfhpc.ingest").setLevel(logging.WARNING)
     summary = run_demo(args.workdir, exposures=args.exposures, cadence=args.cadence, streams=args.streams,
                        biases=args.biases, flats=args.flats, codec=args.codec, ccds=args.ccds, seed=args.seed,
                        executor=args.executor, timeout=args.timeout)

@@ -2,8 +2,9 @@
 
 Latency of an exposure runs from *file complete at the telescope* (push journal; without it, the
 first part's arrival in the inbox) to its last CCD's products. Stages: pack and transfer from the
-journal; queue (submitted -> task started), stage (stage + verify + decompress), calibrate
-(calibrate + QA) and copyback from the tasks' own timings, as medians over the exposure's CCDs.
+journal; queue (part in the inbox -> task started: verification, throttles, waiting for masters,
+the scheduler), stage (stage + verify + decompress), calibrate (calibrate + QA) and copyback from
+the tasks' own timings, as medians over the exposure's CCDs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _journal(site: SiteSettings):
     return Journal(path) if path and path.exists() else None
 
 
-def _stages(tasks: list[TaskRow]) -> dict[str, float]:
+def _stages(tasks: list[TaskRow], arrived: dict[str, float]) -> dict[str, float]:
     ok = [t for t in tasks if t.state == "done" and t.result]
     if not ok:
         return {}
@@ -43,7 +44,8 @@ def _stages(tasks: list[TaskRow]) -> dict[str, float]:
         return float(np.median([sum(x.get(k, 0.0) for k in keys) for x in tm]))
 
     out = {"stage": med("stage", "verify", "decompress"), "calibrate": med("calibrate", "qa"), "copyback": med("copyback")}
-    waits = [t.t_started - t.t_submitted for t in ok if t.t_started and t.t_submitted]
+    # queue: part in the inbox -> task started (verification, throttles, waiting for masters, the scheduler)
+    waits = [t.t_started - arrived.get(t.part, t.t_submitted or 0.0) for t in ok if t.t_started and t.t_submitted]
     if waits:
         out["queue"] = max(0.0, float(np.median(waits)))
     return out
@@ -69,7 +71,8 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
         qa = [(t.result or {}).get("qa", {}) for t in ets if t.state == "done"]
         rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
                              field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == "done" for t in ets),
-                             stages=_stages(ets), fwhm=_median(q.get("fwhm_arcsec") for q in qa),
+                             stages=_stages(ets, {p.stem: p.t_inbox for p in eparts if p.t_inbox}),
+                             fwhm=_median(q.get("fwhm_arcsec") for q in qa),
                              sky=_median(q.get("sky") for q in qa), nsources=_median(q.get("n_sources") for q in qa))
         row = journal.exposure(expid) if journal else None
         rec.t_complete = row.t_complete if row and row.t_complete else min(p.t_inbox or 0 for p in eparts) or None
