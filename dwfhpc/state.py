@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 1, mem_gb REAL, time_minutes INTEGER,
     prior_shift TEXT, submission INTEGER, idx INTEGER, job_id TEXT, missing_since REAL, reason TEXT,
     result TEXT, t_queued REAL, t_submitted REAL, t_started REAL, t_finished REAL,
+    first_attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (part, ccd));
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, part TEXT NOT NULL, executor TEXT NOT NULL, job_id TEXT,
@@ -103,6 +104,12 @@ class TaskRow:
     t_submitted: float | None
     t_started: float | None
     t_finished: float | None
+    first_attempt: int = 1  # where this run's retry budget starts (a reprocess starts a new one)
+
+    @property
+    def attempts_used(self) -> int:
+        """Attempts counted against ``ingest.max_attempts``."""
+        return self.attempt - self.first_attempt + 1
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,9 @@ class StateDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
+        if "first_attempt" not in columns:  # a state DB written before reprocess budgets existed
+            self._db.execute("ALTER TABLE tasks ADD COLUMN first_attempt INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         with self._lock:
@@ -241,10 +251,16 @@ class StateDB:
         self._exec(f"UPDATE tasks SET {keys} WHERE part=? AND ccd=?", (*fields.values(), part, ccd))
 
     def requeue(self, part: str, ccd: int, *, attempt: int, reason: str | None, mem_gb: float | None = None,
-                time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None) -> None:
-        """Put a task back in the queue for another attempt (resources and prior shift for that attempt)."""
+                time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None,
+                new_budget: bool = False) -> None:
+        """Put a task back in the queue for another attempt (resources and prior shift for that attempt).
+
+        ``new_budget``: this attempt starts a fresh count against ``ingest.max_attempts`` (reprocess).
+        """
         fields = dict(state="queued", attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
                       missing_since=None, t_queued=time.time(), t_submitted=None, t_started=None, t_finished=None)
+        if new_budget:
+            fields["first_attempt"] = attempt
         if mem_gb is not None:
             fields["mem_gb"] = mem_gb
         if time_minutes is not None:

@@ -1,6 +1,5 @@
 """Every codec round-trips one real-format CCD: lossless ones bit-exact, lossy ones within their budget."""
 
-from pathlib import Path
 
 import fitsio
 import numpy as np

@@ -6,7 +6,6 @@ these machines; Apptainer has no dry-run parse, so the recipes are checked by dw
 tests/test_containers.py.
 """
 
-from pathlib import Path
 
 import pytest
 

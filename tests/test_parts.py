@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from dwfhpc.cli import main
-from dwfhpc.errors import DwfError, FitsFormatError, IntegrityError
+from dwfhpc.errors import FitsFormatError, IntegrityError
 from dwfhpc.layout import manifest_for_tar
 from dwfhpc.parts import SCHEMA, extract_member, pack_exposure, read_manifest, unpack_part, verify_part
 from dwfhpc.simulate import simulate_decam_exposure, simulate_hsc_visit

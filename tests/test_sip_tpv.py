@@ -8,7 +8,6 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points
-from astropy.coordinates import SkyCoord
 
 from dwfhpc.cli import main
 from dwfhpc.errors import DwfError

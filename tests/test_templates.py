@@ -4,7 +4,6 @@ entry point on the real Slurm; PBS scripts are checked as text (there is no PBS 
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

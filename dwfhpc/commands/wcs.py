@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from astropy.io import fits
 
 from ..atomic import atomic_path
 from ..errors import DwfError

@@ -78,7 +78,7 @@ class Collector:
         finished = (result or {}).get("finished") or now
         if result and result.get("status") == "ok":
             wcs = result.get("wcs") or {}
-            if t.kind == "science" and wcs.get("status") == "failed" and t.attempt < self.max_attempts:
+            if t.kind == "science" and wcs.get("status") == "failed" and t.attempts_used < self.max_attempts:
                 shift = self.neighbour_shift(t)
                 if shift is not None:
                     return self._retry(t, f"WCS check failed ({wcs.get('reason') or 'no match'}); "
@@ -97,7 +97,7 @@ class Collector:
         return self._retry_or_end(t, reason, why, final_state="lost")
 
     def _retry_or_end(self, t: TaskRow, reason: str, kind: str | None, *, final_state: str) -> str:
-        if t.attempt < self.max_attempts:
+        if t.attempts_used < self.max_attempts:
             return self._retry(t, reason, escalate=kind)
         self.db.set_task(t.part, t.ccd, state=final_state, reason=reason, t_finished=time.time(), missing_since=None)
         self.db.event("error", f"{t.part} CCD {t.ccd}: {final_state} after {t.attempt} attempts: {reason}", t.part)

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..atomic import CHUNK, sha256_file
+from ..atomic import CHUNK
 from ..codecs import decompress_member
 from ..errors import IntegrityError
 from ..layout import ccd_fits_name, manifest_for_tar

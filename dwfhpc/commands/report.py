@@ -1,0 +1,45 @@
+"""``dwfhpc report``: regenerate the night report(s) from the state DB (every night, or ``--night N``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import load_site
+from ..errors import DwfError
+from ..report.collect import nights, write_night_reports
+from ..state import StateDB
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="regenerate the night report(s) (HTML with plots) from the state DB")
+    p.add_argument("--config", default="local", help="site config name or file (default: local)")
+    p.add_argument("--workdir", default=None, help="replace the config's workdir")
+    p.add_argument("--night", default=None, help="only this night (YYYY-MM-DD; default: every night in the DB)")
+    p.add_argument("--out", type=Path, default=None, help="folder for night-<night>.html (default: ingest.report_dir)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    site = load_site(args.config, workdir=args.workdir)
+    path = site.path(site.ingest.state_db)
+    if not path.is_file():
+        raise DwfError("no state DB here (dwfhpc ingest has not run with this config)", path)
+    out_dir = args.out or site.path(site.ingest.report_dir)
+    with StateDB(path) as db:
+        known = nights(db)
+        if args.night is not None and args.night not in known:
+            raise DwfError(f"no data for night {args.night} (nights: {', '.join(known) or 'none'})", path)
+        if not known:
+            raise DwfError("no nights in the state DB yet (nothing has been ingested)", path)
+        written = write_night_reports(site, db, args.night, out_dir)
+    chosen = [args.night] if args.night else known
+    if args.json:
+        print(json.dumps({"state_db": str(path), "out_dir": str(out_dir),
+                          "reports": [{"night": n, "path": str(p)} for n, p in zip(chosen, written)]}, indent=1))
+        return 0
+    for p in written:
+        print(p)
+    return 0
