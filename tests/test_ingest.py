@@ -179,7 +179,7 @@ def test_restart_reattaches_submitted_tasks_without_resubmitting(parts_cache, tm
     first = Ingest(site, IngestOptions(max_jobs=8, report=False))
     try:
         first.step()  # verified and submitted, not collected
-        assert first.db.count_tasks("submitted") == 4
+        assert first.db.count_tasks("submitted", "running") == 4
     finally:
         first.close()  # as if killed: the local tasks are still running
     second = Ingest(site, IngestOptions(report=False))
@@ -243,6 +243,26 @@ def test_failed_task_is_retried_then_marked_failed_with_its_reason(parts_cache, 
         ingest.close()
 
 
+def test_member_digest_mismatch_fails_on_the_node_once_without_retries(parts_cache, tmp_path):
+    # the tarball matches its manifest, but the manifest's digest of one member is wrong (a packer bug):
+    # the inbox accepts the part (it checks the tarball), the node refuses the member, nobody retries
+    site = site_for(tmp_path)
+    inbox = site.path(site.ingest.inbox)
+    deliver(parts_cache, inbox, "sci1")
+    manifest = next(inbox.glob("*.manifest.json"))
+    doc = json.loads(manifest.read_text())
+    doc["members"][0]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(doc))
+    ingest = Ingest(site, IngestOptions(report=False))
+    try:
+        drain(ingest)
+        bad, good = ingest.db.tasks(expid="DECam_01100003")
+        assert (bad.state, bad.attempt) == ("failed", 1) and "sha256 does not match the manifest" in bad.reason
+        assert good.state == "done"
+    finally:
+        ingest.close()
+
+
 def test_retry_doubles_memory_after_oom_and_time_after_timeout(tmp_path, parts_cache):
     from dwfhpc.ingest.collector import Collector
     from dwfhpc.ingest.executors import Outcome
@@ -299,8 +319,10 @@ def test_slurm_array_runs_and_is_collected(slurm_cluster, parts_cache, tmp_path)
     site = site_for(tmp_path, "slurm")
     inbox = site.path(site.ingest.inbox)
     deliver(parts_cache, inbox, "sci1", "sci2")
-    bad = next(inbox.glob("DECam_01100004.*.manifest.json"))
-    bad.write_text(bad.read_text().replace('"sha256": "', '"sha256": "0', 1))
+    bad = next(inbox.glob("DECam_01100004.*.tar"))
+    data = bytearray(bad.read_bytes())
+    data[-3000] ^= 0x01  # damaged in transit: same size, the tarball's sha256 differs
+    bad.write_bytes(bytes(data))
     ingest = Ingest(site, IngestOptions(report=False))
     try:
         drain(ingest)

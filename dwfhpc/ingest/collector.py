@@ -24,6 +24,7 @@ from ..state import ACTIVE, StateDB, TaskRow
 from .executors import ArrayExecutor, Outcome, reason_from_text
 
 log = logging.getLogger("dwfhpc.ingest")
+_PERMANENT = "does not match the manifest"  # an integrity error found on the node: not worth retrying
 
 
 class Collector:
@@ -90,6 +91,8 @@ class Collector:
         error = (result or {}).get("error") or outcome.error or "task failed without a reason"
         self.db.set_task(t.part, t.ccd, result=result, t_started=started, t_finished=finished)
         kind = "oom" if reason_from_text(error) == "oom" else "timeout" if reason_from_text(error) == "timeout" else None
+        if _PERMANENT in error:  # the stored part disagrees with its manifest: another attempt reads the same bytes
+            return self._end(t, error, "failed")
         return self._retry_or_end(t, error, kind, final_state="failed")
 
     def _lost(self, t: TaskRow, why: str | None, now: float) -> str:
@@ -99,6 +102,9 @@ class Collector:
     def _retry_or_end(self, t: TaskRow, reason: str, kind: str | None, *, final_state: str) -> str:
         if t.attempts_used < self.max_attempts:
             return self._retry(t, reason, escalate=kind)
+        return self._end(t, reason, final_state)
+
+    def _end(self, t: TaskRow, reason: str, final_state: str) -> str:
         self.db.set_task(t.part, t.ccd, state=final_state, reason=reason, t_finished=time.time(), missing_since=None)
         self.db.event("error", f"{t.part} CCD {t.ccd}: {final_state} after {t.attempt} attempts: {reason}", t.part)
         log.error("%s CCD %d: %s after %d attempts: %s", t.part, t.ccd, final_state, t.attempt, reason)

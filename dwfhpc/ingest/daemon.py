@@ -70,11 +70,17 @@ class Ingest:
     def step(self, now: float | None = None) -> dict:
         """One poll: what arrived, what was submitted, what was collected."""
         now = now or time.time()
-        scan = self.inbox.scan(now)
+        submitted = 0
+
+        def submit(_stem: str | None = None) -> None:
+            nonlocal submitted
+            submitted += self.submitter.submit_ready(self.masters.blocked_nights(), now)
+
+        scan = self.inbox.scan(now, on_accepted=submit)  # each part submitted as soon as it is verified
         self.masters.update()
         collected = self.collector.poll(now)
         self.masters.update()
-        submitted = self.submitter.submit_ready(self.masters.blocked_nights(), now)
+        submit()
         self.polls += 1
         if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
             self.write_reports()

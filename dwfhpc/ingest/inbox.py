@@ -51,8 +51,8 @@ class Inbox:
         self.arrival_grace = arrival_grace
         self._first_seen: dict[str, float] = {}
 
-    def scan(self, now: float | None = None) -> ScanResult:
-        """Look at every manifest in the inbox once, oldest first."""
+    def scan(self, now: float | None = None, on_accepted=None) -> ScanResult:
+        """Look at every manifest in the inbox once, oldest first; ``on_accepted(stem)`` after each queued part."""
         now = now or time.time()
         out = ScanResult()
         if not self.inbox.is_dir():
@@ -65,10 +65,13 @@ class Inbox:
                 continue
         for ctime, manifest_path in sorted(manifests):
             stem = manifest_path.name[: -len(_MANIFEST)]
+            before = len(out.accepted)
             try:
                 self._one(stem, manifest_path, min(ctime, now), now, out)
             except FileNotFoundError:
                 continue  # moved away by someone else meanwhile
+            if on_accepted and len(out.accepted) > before:
+                on_accepted(stem)
         return out
 
     def _one(self, stem: str, manifest_path: Path, t_inbox: float, now: float, out: ScanResult) -> None:
@@ -93,7 +96,7 @@ class Inbox:
         if known is not None and known.state != "quarantined":
             return self._duplicate(known, stem, manifest, manifest_path, tar, t_inbox, out)
         try:
-            verify_part(tar, manifest_path)
+            verify_part(tar, manifest_path, members=False)  # members are verified again on the node
         except DwfError as exc:
             return self._quarantine(stem, manifest.expid, manifest_path, tar, exc.problem, t_inbox, out,
                                     sha=manifest.tar_sha256)
