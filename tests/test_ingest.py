@@ -140,6 +140,32 @@ def test_corrupt_part_is_quarantined_with_its_reason_and_the_rest_go_on(parts_ca
     assert "sha256" in (folder / "reason.txt").read_text()
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+def test_inbox_accepts_oldest_first_whether_hashed_serially_or_in_threads(parts_cache, tmp_path, threads):
+    from dwfhpc.ingest.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    deliver(parts_cache, inbox, "sci1")
+    time.sleep(0.05)  # distinct arrival times: sci1 is the oldest
+    deliver(parts_cache, inbox, "bias", "sci2")
+    bad = next(inbox.glob("DECam_01100004.*.tar"))
+    bad.write_bytes(bytes(b ^ 0xFF if i == 600 else b for i, b in enumerate(bad.read_bytes())))
+    order = [p.name[: -len(".manifest.json")] for p in sorted(inbox.glob("*.manifest.json"),
+                                                               key=lambda p: p.stat().st_ctime)]
+    seen: list[str] = []
+    with StateDB(tmp_path / "state.db") as db:
+        box = Inbox(inbox, tmp_path / "store", tmp_path / "quarantine", db, mem_gb=1, time_minutes=5,
+                    verify_threads=threads)
+        try:
+            out = box.scan(on_accepted=seen.append)
+        finally:
+            box.close()
+        assert seen == out.accepted == [s for s in order if not s.startswith("DECam_01100004")]
+        assert [s for s, _ in out.quarantined] == [bad.stem]
+        assert db.part(bad.stem).state == "quarantined"
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*.tar")) == sorted(f"{s}.tar" for s in seen)
+
+
 def test_short_tarball_waits_then_is_quarantined_after_the_grace(parts_cache, tmp_path):
     site = site_for(tmp_path)
     inbox = site.path(site.ingest.inbox)

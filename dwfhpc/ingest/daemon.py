@@ -1,4 +1,8 @@
-"""``dwfhpc ingest``: the cluster-side loop. Each poll: inbox -> masters -> submit -> collect -> report.
+"""``dwfhpc ingest``: the cluster-side loop: inbox -> masters -> submit -> collect -> report.
+
+Two cadences: the inbox is scanned every ``inbox_poll_seconds`` (a directory listing; each verified
+part is submitted at once), the scheduler is asked about our tasks every ``poll_seconds`` (one
+status query for all of them), so a short inbox cadence costs the scheduler nothing.
 
 Everything lives in the state DB, so a killed ingest restarts where it was: parts already
 verified are not verified again, submitted tasks are not submitted again, and running arrays are
@@ -52,7 +56,7 @@ class Ingest:
             self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
             self.inbox = Inbox(site.path(ing.inbox), site.path(ing.parts_store), site.path(ing.quarantine), self.db,
                                mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
-                               arrival_grace=ing.arrival_grace_seconds)
+                               arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
             self.masters = MastersKeeper(self.db, site.path(site.calibration.library), site.path(site.calibration.masters),
                                          enabled=ing.auto_masters)
             self.submitter = Submitter(site, self.db, self.executor, self.throttle)
@@ -62,13 +66,15 @@ class Ingest:
             self.lock.release()
             raise
         self.poll_seconds = self.opts.poll_seconds or ing.poll_seconds
+        self.inbox_poll_seconds = min(ing.inbox_poll_seconds, self.poll_seconds)
+        self._last_collect = float("-inf")
         self._stop = threading.Event()
         self._last_report = 0.0
         self.polls = 0
 
     # ---------------------------------------------------------------- loop
-    def step(self, now: float | None = None) -> dict:
-        """One poll: what arrived, what was submitted, what was collected."""
+    def step(self, now: float | None = None, *, collect: bool = True) -> dict:
+        """One inbox scan, and (``collect``) one scheduler poll: what arrived, was submitted, was collected."""
         now = now or time.time()
         submitted = 0
 
@@ -78,10 +84,13 @@ class Ingest:
 
         scan = self.inbox.scan(now, on_accepted=submit)  # each part submitted as soon as it is verified
         self.masters.update()
-        collected = self.collector.poll(now)
-        self.masters.update()
+        collected: dict = {}
+        if collect:
+            collected = self.collector.poll(now)
+            self._last_collect = time.monotonic()
+            self.masters.update()
+            self.polls += 1
         submit()
-        self.polls += 1
         if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
             self.write_reports()
             self._last_report = now
@@ -102,13 +111,14 @@ class Ingest:
         try:
             while True:
                 t0 = time.monotonic()
-                last = self.step()
-                if once or self._stop.is_set() or (drain and self.idle()):
+                collect = once or t0 - self._last_collect >= self.poll_seconds - 1e-3
+                last = self.step(collect=collect)
+                if once or self._stop.is_set() or (drain and collect and self.idle()):
                     break
                 if deadline and time.monotonic() > deadline:
                     log.error("ingest: stopped after %.0f s with work left", timeout)
                     break
-                self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - t0)))
+                self._stop.wait(max(0.0, self.inbox_poll_seconds - (time.monotonic() - t0)))
         finally:
             if self.opts.report:
                 self.write_reports()
@@ -119,6 +129,7 @@ class Ingest:
 
     def close(self) -> None:
         self.masters.wait(timeout=300)
+        self.inbox.close()
         self.executor.close()
         self.db.close()
         self.lock.release()

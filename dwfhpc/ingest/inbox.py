@@ -6,6 +6,9 @@ seconds; past that, or on any integrity problem, the part goes to ``quarantine/<
 with ``reason.txt`` and the reason is recorded in the state DB and logged. A part seen before
 (same name, same sha256) is a duplicate delivery: it is not queued again. The DB record is written
 before the files move, so a crash in between is completed on the next scan, never lost.
+
+The tarballs complete in one scan are hashed at once in ``verify_threads`` threads (hashlib releases
+the GIL), while parts are still accepted one by one, oldest first, each as soon as its own hash is done.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +48,13 @@ def _move(src: Path, dest: Path) -> None:
 
 class Inbox:
     def __init__(self, inbox: Path, store: Path, quarantine: Path, db: StateDB, *, mem_gb: float, time_minutes: int,
-                 arrival_grace: float = 120.0):
+                 arrival_grace: float = 120.0, verify_threads: int = 4):
         self.inbox, self.store, self.quarantine = Path(inbox), Path(store), Path(quarantine)
         self.db = db
         self.mem_gb, self.time_minutes = mem_gb, time_minutes
         self.arrival_grace = arrival_grace
         self._first_seen: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(verify_threads, thread_name_prefix="verify") if verify_threads > 1 else None
 
     def scan(self, now: float | None = None, on_accepted=None) -> ScanResult:
         """Look at every manifest in the inbox once, oldest first; ``on_accepted(stem)`` after each queued part."""
@@ -63,18 +68,45 @@ class Inbox:
                 manifests.append((p.stat().st_ctime, p))
             except FileNotFoundError:
                 continue
-        for ctime, manifest_path in sorted(manifests):
+        manifests.sort()
+        hashing = self._hash_ahead([p for _, p in manifests])
+        for ctime, manifest_path in manifests:
             stem = manifest_path.name[: -len(_MANIFEST)]
             before = len(out.accepted)
             try:
-                self._one(stem, manifest_path, min(ctime, now), now, out)
+                self._one(stem, manifest_path, min(ctime, now), now, out, hashing.get(manifest_path))
             except FileNotFoundError:
                 continue  # moved away by someone else meanwhile
             if on_accepted and len(out.accepted) > before:
                 on_accepted(stem)
         return out
 
-    def _one(self, stem: str, manifest_path: Path, t_inbox: float, now: float, out: ScanResult) -> None:
+    def _hash_ahead(self, manifest_paths: list[Path]) -> dict[Path, Future]:
+        """Start verifying, in the pool, every new part whose tarball has its full size."""
+        if self._pool is None or len(manifest_paths) < 2:
+            return {}
+        started = {}
+        for manifest_path in manifest_paths:
+            stem = manifest_path.name[: -len(_MANIFEST)]
+            known = self.db.part(stem)
+            if known is not None and known.state != "quarantined":
+                continue  # a duplicate: compared by sha256 from the manifest, not hashed
+            try:
+                manifest = read_manifest(manifest_path)
+                complete = tar_for_manifest(manifest_path).stat().st_size == manifest.tar_bytes
+            except (DwfError, OSError):
+                continue  # _one reports it
+            if complete:
+                started[manifest_path] = self._pool.submit(verify_part, tar_for_manifest(manifest_path), manifest_path,
+                                                           members=False)
+        return started
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _one(self, stem: str, manifest_path: Path, t_inbox: float, now: float, out: ScanResult,
+             hashing: Future | None = None) -> None:
         tar = tar_for_manifest(manifest_path)
         if parse_part_stem(stem) is None:
             return self._quarantine(stem, stem, manifest_path, tar, "not a part name (<expid>.p<k>of<K>)", t_inbox, out)
@@ -96,7 +128,10 @@ class Inbox:
         if known is not None and known.state != "quarantined":
             return self._duplicate(known, stem, manifest, manifest_path, tar, t_inbox, out)
         try:
-            verify_part(tar, manifest_path, members=False)  # members are verified again on the node
+            if hashing is not None:
+                hashing.result()
+            else:
+                verify_part(tar, manifest_path, members=False)  # members are verified again on the node
         except DwfError as exc:
             return self._quarantine(stem, manifest.expid, manifest_path, tar, exc.problem, t_inbox, out,
                                     sha=manifest.tar_sha256)
