@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SiteSettings
-from ..locking import FileLock
+from ..locking import RESTART_WAIT_SECONDS, FileLock
 from ..state import ACTIVE, StateDB
 from .collector import Collector
 from .executors import ArrayExecutor, make_executor
@@ -48,7 +48,7 @@ class Ingest:
         self.opts = opts or IngestOptions()
         ing = site.ingest
         self.state_path = site.path(ing.state_db)
-        self.lock = FileLock(self.state_path, "dwfhpc ingest")
+        self.lock = FileLock(self.state_path, "dwfhpc ingest", wait_seconds=RESTART_WAIT_SECONDS)
         try:
             self.db = StateDB(self.state_path)
             self.executor = executor or make_executor(site, self.opts.executor)

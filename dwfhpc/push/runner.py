@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
+import multiprocessing
 import os
 import threading
 import time
@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import SiteSettings
 from ..errors import DwfError, TransferError
 from ..layout import manifest_name, part_tar_name
+from ..locking import RESTART_WAIT_SECONDS, FileLock
 from ..parts import Part, pack_exposure
 from .journal import ExposureRow, Journal
 from .scheduler import Policy, PartQueue, QueuedPart
@@ -41,23 +42,6 @@ class PushOutcome:
     x_of_y: tuple[int, int] | None = None  # end-of-night: (delivered, expected)
 
 
-class JournalLock:
-    """One push per journal: an flock on ``<journal>.lock`` (released by the kernel if push dies)."""
-
-    def __init__(self, journal: Path):
-        self.path = Path(str(journal) + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise DwfError("another dwfhpc push is running with this journal", journal) from None
-
-    def release(self) -> None:
-        os.close(self.fd)
-
-
 class Push:
     """One run of ``dwfhpc push`` (continuous, ``--once`` or end-of-night)."""
 
@@ -69,7 +53,7 @@ class Push:
         self.outgoing = site.path(p.outgoing_dir)
         self.journal_path = site.path(p.journal)
         self.transports: list[Transport] = make_transports(site, opts.streams, str(self.journal_path))
-        self.lock = JournalLock(self.journal_path)
+        self.lock = FileLock(self.journal_path, "dwfhpc push", wait_seconds=RESTART_WAIT_SECONDS)
         self.journal = Journal(self.journal_path)
         self.watcher = Watcher(self.raw_dir, self.journal, patterns=p.patterns, stable_seconds=p.stable_seconds,
                                incomplete_timeout=p.incomplete_timeout, visit_quiet_seconds=p.visit_quiet_seconds)
@@ -91,7 +75,9 @@ class Push:
         self.view.event("info", "start", mode=self.opts.mode, streams=self.opts.streams, transport=t.kind,
                         raw_dir=self.raw_dir, once=self.opts.once)
         jobs = self.site.push.jobs or os.cpu_count() or 1
-        self.pack_pool = ProcessPoolExecutor(max_workers=jobs)
+        # forkserver: the packing workers must not inherit the journal lock (a forked worker outliving a killed
+        # push would hold it and refuse the restart)
+        self.pack_pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("forkserver"))
         self.pack_threads = ThreadPoolExecutor(max_workers=max(1, min(2, self.opts.streams)), thread_name_prefix="pack")
         workers = [threading.Thread(target=self._stream_loop, args=(tr,), name=f"stream-{tr.stream}", daemon=True)
                    for tr in self.transports]
