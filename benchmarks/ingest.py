@@ -57,6 +57,7 @@ from dwfhpc.ingest import inbox as inbox_module
 from dwfhpc.instruments import instrument_for
 from dwfhpc.layout import ccd_stem, manifest_name, part_tar_name
 from dwfhpc.parts import pack_exposure, read_manifest, verify_part
+from dwfhpc.report import percentile as q  # p in 0-100, linear, nan when empty
 from dwfhpc.simulate import simulate_decam_exposure
 
 HERE = Path(__file__).resolve().parent
@@ -67,16 +68,6 @@ STATUS = ("squeue", "sacct", "scontrol")  # scheduler status queries (sbatch is 
 BASE_EXPNUM = 97100000  # job names dwf-DECam_971000NN-pK (ours) and dwfseed-DECam_971000NN-K (seed)
 OURS_PREFIX, SEED_PREFIX = "dwf-DECam_9710", "dwfseed-DECam_9710"
 REAL: dict[str, str] = {}
-
-
-def q(values: list[float], p: float) -> float:
-    """Percentile p (0-100) by linear interpolation; nan when empty."""
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    x = (len(v) - 1) * p / 100
-    i = int(x)
-    return v[i] if i + 1 >= len(v) else v[i] + (v[i + 1] - v[i]) * (x - i)
 
 
 # --------------------------------------------------------------------------- the cluster

@@ -137,7 +137,7 @@ class IngestSettings(Strict):
     inbox_poll_seconds: float = Field(0.25, gt=0, description="seconds between inbox scans (a directory listing; "
                                       "a verified part is submitted at once, without waiting for the scheduler poll)")
     verify_threads: int = Field(1, ge=1, description="parts verified (sha256) at once in one inbox scan; more pays "
-                                "only with spare cores or slow shared storage (on 2 cores 4 threads doubled latency)")
+                                "only with spare cores or slow shared storage")
     max_jobs: int | None = Field(None, ge=1)
     rate: float | None = Field(None, gt=0, description="parts per minute")
     max_attempts: int = Field(3, ge=1)
