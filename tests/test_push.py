@@ -98,6 +98,37 @@ def test_retryable_classification():
     assert not classify(11, "No space left on device")
 
 
+def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
+    """Both files after ``--``, the destination a folder, our ``-e ssh`` with host keys checked; no shell."""
+    from dwfhpc.config import TransportSettings
+    from dwfhpc.push import transport as tmod
+
+    (tmp_path / "known_hosts").write_text("")
+    t = TransportSettings(kind="ssh", host="recv.example", user="dwf", known_hosts=str(tmp_path / "known_hosts"),
+                          staging="/data/staging", inbox="/data/inbox", bwlimit_kbps=100)
+    calls: list[list[str]] = []
+
+    def fake_run(argv, timeout, what):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "-rw-r--r--  5 2025/01/01 00:00:00 A.p1of1.tar\n", "")
+
+    monkeypatch.setattr(tmod, "_run", fake_run)
+    tr = SshTransport(t, None, 1, tmp_path)
+    tar, man = tmp_path / "DECam_01100001.p1of2.tar", tmp_path / "DECam_01100001.p1of2.manifest.json"
+    tr.deliver(tar, man)
+    assert tr.listing() == {"A.p1of1.tar": 5}
+    rsync, move, listing = calls
+    assert rsync[0] == "rsync" and rsync[-4:] == ["--", str(tar), str(man), "dwf@recv.example:/data/staging/"]
+    assert {"-a", "--partial-dir=.rsync-partial", "--secluded-args", "--bwlimit=100",
+            "--compare-dest=/data/inbox"} <= set(rsync)
+    rsh = rsync[rsync.index("-e") + 1]
+    assert "StrictHostKeyChecking=yes" in rsh and f"ControlPath={tmp_path}/cm-%C-1" in rsh
+    assert move[0] == "ssh" and move[-2] == "dwf@recv.example"
+    assert listing[0] == "rsync" and "--list-only" in listing and "dwf@recv.example:/data/inbox/" in listing
+    assert tmod.rsync_command([tar, man], "/", ["-a"])[-1] == "/"
+    assert tmod.LocalTransport(t, tmp_path / "s", tmp_path / "i").prepare() is None  # base: nothing to prepare
+
+
 def test_temporaries_ignored():
     assert is_temporary(".DECam_1.fits.fz.x1.tmp") and is_temporary("DECam_1.fits.fz.tmp")
     assert not is_temporary("DECam_01100001.fits.fz")
