@@ -129,6 +129,51 @@ def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
     assert tmod.LocalTransport(t, tmp_path / "s", tmp_path / "i").prepare() is None  # base: nothing to prepare
 
 
+def test_one_retry_helper_backs_off_and_gives_up(tmp_path):
+    import io
+
+    from dwfhpc.config import TransportSettings
+    from dwfhpc.push.sender import Retry
+    from dwfhpc.push.view import PushView, ViewState
+
+    t = TransportSettings(retries=2, backoff_seconds=0.01, backoff_max=0.02)
+    j = Journal(tmp_path / "j.sqlite")
+    out = io.StringIO()
+    stop = threading.Event()
+    retry = Retry(t, j, PushView(ViewState(streams=[]), live=False, out=out), stop)
+    tries = []
+
+    def flaky(fail: int, retryable: bool = True):
+        def fn():
+            tries.append(1)
+            if len(tries) <= fail:
+                raise TransferError("connection refused", retryable=retryable)
+            return "ok"
+        return fn
+
+    assert retry(flaky(2), "listing", limit=2) == "ok" and len(tries) == 3
+    tries.clear()
+    with pytest.raises(TransferError):
+        retry(flaky(3), "listing", limit=2)
+    assert len(tries) == 3
+    tries.clear()
+    assert retry(flaky(5), "DECam_1.p1of2.tar", limit=None, expid="DECam_1", part="DECam_1.p1of2.tar") == "ok"
+    tries.clear()
+    with pytest.raises(TransferError):
+        retry(flaky(1, retryable=False), "listing", limit=2)
+    assert len(tries) == 1
+    tries.clear()
+    stop.set()
+    with pytest.raises(TransferError):
+        retry(flaky(1), "listing", limit=None)
+    assert len(tries) == 1
+    j.close()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        delays = [r[0] for r in db.execute("SELECT message FROM events WHERE expid='DECam_1' ORDER BY t")]
+    assert [d.split(" in ")[1].split(" s")[0] for d in delays] == ["0.01", "0.02", "0.02", "0.02", "0.02"]
+    assert "event=retry what=listing attempt=1" in out.getvalue() and "part=DECam_1.p1of2.tar attempt=5" in out.getvalue()
+
+
 def test_temporaries_ignored():
     assert is_temporary(".DECam_1.fits.fz.x1.tmp") and is_temporary("DECam_1.fits.fz.tmp")
     assert not is_temporary("DECam_01100001.fits.fz")
