@@ -319,6 +319,22 @@ def test_ssh_refuses_unknown_host_key(tmp_path, raw_cache, sshd_server):
 
 
 @pytest.mark.ssh
+def test_ssh_push_refused_host_key_fails_cleanly(tmp_path, raw_cache, sshd_server):
+    """A refused host key stops push before any stream starts: the error itself, and the journal lock released."""
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[{sshd_server.host}]:{sshd_server.port} ssh-ed25519 "
+                     "AAAAC3NzaC1lZDI1NTE5AAAAIEyCsbkYVqFV9Fx8nAVYiZLEmBz8ktR8GoEjnGxEG3tN\n")
+    site = site_for(tmp_path, sshd_server)
+    site.transport.known_hosts = str(wrong)
+    site.transport.retries = 1  # ssh exits 255 on a refused host key, which counts as retryable
+    drop(raw_cache, site.path(site.push.raw_dir), [1])
+    with pytest.raises(TransferError, match="(?i)host key|verification failed"):
+        run_push(site)
+    site.transport.known_hosts = str(sshd_server.known_hosts)
+    assert run_push(site).delivered == 1  # the lock was released
+
+
+@pytest.mark.ssh
 @pytest.mark.parametrize("mode", ["serial", "parallel", "batch"])
 def test_ssh_modes(tmp_path, raw_cache, sshd_server, mode):
     site = site_for(tmp_path, sshd_server)
