@@ -2,6 +2,10 @@
 
 Public API: :class:`Push` + :class:`PushOptions` (one run), :class:`Journal` (the SQLite sender
 journal), :class:`Watcher`, :class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
+
+Inside a run: ``watcher`` (complete exposures) -> ``scheduler`` (which next; the part queue) ->
+``packer`` (parts, in a forkserver pool) -> ``sender`` (N streams, one retry helper);
+``reconciler`` resumes a killed run and counts what arrived at the end of the night.
 """
 
 from .journal import ExposureRow, Journal, PartRow
