@@ -96,6 +96,8 @@ def test_retryable_classification():
     assert classify(23, "") and classify(30, "") and classify(12, "") and classify(10, "") and classify(35, "")
     assert not classify(1, "rsync: syntax or usage error")
     assert not classify(11, "No space left on device")
+    assert not classify(255, "Host key verification failed.\r\nrsync: connection unexpectedly closed")  # no retry heals it
+    assert not classify(255, "root@h: Permission denied (publickey).")
 
 
 def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):

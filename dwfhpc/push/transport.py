@@ -61,9 +61,16 @@ def check_part_file_name(name: str) -> str:
     return name
 
 
+#: ssh's words for a refusal that no retry can change (a wrong or unknown host key, a refused login)
+_PERMANENT_TEXT = ("host key verification failed", "remote host identification has changed",
+                   "permission denied (publickey")
+
+
 def classify(returncode: int, stderr: str) -> bool:
-    """True when a failed rsync/ssh call may succeed if tried again."""
+    """True when a failed rsync/ssh call may succeed if tried again (never for a refused host key)."""
     text = stderr.lower()
+    if any(s in text for s in _PERMANENT_TEXT):
+        return False
     return returncode in RETRYABLE_RSYNC or any(s in text for s in _RETRYABLE_TEXT)
 
 
