@@ -4,12 +4,12 @@ Public API: :class:`Push` + :class:`PushOptions` (one run), :class:`Journal` (th
 journal), :class:`Watcher`, :class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
 """
 
-from .journal import ExposureRow, Journal, PartRow
+from .journal import ExposureRow, Journal, SentPart
 from .runner import Push, PushOptions, PushOutcome
 from .scheduler import MODES, Policy
 from .transport import LocalTransport, SshTransport, Transport, classify, make_transports, parse_list_only
 from .watcher import Watcher, is_temporary
 
-__all__ = ["ExposureRow", "Journal", "PartRow", "Push", "PushOptions", "PushOutcome", "MODES", "Policy",
+__all__ = ["ExposureRow", "Journal", "SentPart", "Push", "PushOptions", "PushOutcome", "MODES", "Policy",
            "LocalTransport", "SshTransport", "Transport", "classify", "make_transports", "parse_list_only",
            "Watcher", "is_temporary"]
