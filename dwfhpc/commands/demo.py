@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "debug", False):  # the demo narrates; ingest's per-part lines are in the state DB events
-        logging.getLogger("dwfhpc.ingest").setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:  # on the console only: the events table still gets them
+            handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith("dwfhpc.ingest"))
     summary = run_demo(args.workdir, instrument=args.instrument, exposures=args.exposures, cadence=args.cadence,
                        streams=args.streams, biases=args.biases, flats=args.flats, codec=args.codec, ccds=args.ccds,
                        seed=args.seed, executor=args.executor, backend=args.backend, image=args.image,

@@ -8,12 +8,12 @@ Inside a run: ``watcher`` (complete exposures) -> ``scheduler`` (which next; the
 ``reconciler`` resumes a killed run and counts what arrived at the end of the night.
 """
 
-from .journal import ExposureRow, Journal, PartRow
+from .journal import ExposureRow, Journal, SentPart
 from .runner import Push, PushOptions, PushOutcome
 from .scheduler import MODES, Policy
 from .transport import LocalTransport, SshTransport, Transport, classify, make_transports, parse_list_only
 from .watcher import Watcher, is_temporary
 
-__all__ = ["ExposureRow", "Journal", "PartRow", "Push", "PushOptions", "PushOutcome", "MODES", "Policy",
+__all__ = ["ExposureRow", "Journal", "SentPart", "Push", "PushOptions", "PushOutcome", "MODES", "Policy",
            "LocalTransport", "SshTransport", "Transport", "classify", "make_transports", "parse_list_only",
            "Watcher", "is_temporary"]
