@@ -28,7 +28,7 @@ from .errors import IntegrityError
 
 PRODUCT_KINDS = ("cal", "mask", "cat", "qa")
 _PRODUCT_SUFFIX = {"cal": ".cal.fits.fz", "mask": ".mask.fits.fz", "cat": ".cat.fits", "qa": ".qa.json"}
-PART_RE = re.compile(r"^(?P<expid>[A-Za-z0-9_\-]+)\.p(?P<k>\d+)of(?P<n>\d+)$")
+PART_RE = re.compile(r"^(?P<expid>[A-Za-z0-9_\-]+)\.p(?P<k>[0-9]+)of(?P<n>[0-9]+)\Z")  # \Z: no trailing newline
 
 
 class UnsafePathError(IntegrityError):

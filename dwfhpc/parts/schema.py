@@ -13,7 +13,7 @@ Patterns (what the packer writes today, ``dwfhpc.part/1``):
 * ``expid``: exactly what the instrument model builds from ``expnum`` (``DECam_%08d``, ``HSC_%07d``)
 * ``night``: ``YYYY-MM-DD``, a real date, the UTC date of ``date_obs`` or the day before
 * ``filter``: letters, digits, ``_ . + -`` (no leading dot), at most 32 characters, or empty
-* ``field`` / ``obstype``: printable ASCII without ``/ \\ $ `` ` ``, at most 68 characters
+* ``field`` / ``obstype``: printable ASCII without ``/ \\ $ ` ; | & < > " '``, not only dots, at most 68 characters
 * ``codec``: one of :data:`dwfhpc.codecs.CODEC_NAMES`; members' names ``<expid>_<ccd:02d><suffix>``
 * CCD numbers: within the instrument's science CCDs, each once
 * sizes: non-negative integers below fixed limits; digests 64 lowercase hex digits
@@ -48,17 +48,17 @@ CODEC_PARAMS = {"ratio": (0.0, 1000.0), "qlevel": (0.0, 1000.0)}
 
 #: expid as each instrument model builds it from the exposure number, and the largest such number
 EXPID_FORMAT: dict[str, tuple[str, re.Pattern, int]] = {
-    "decam": ("DECam_{:08d}", re.compile(r"^DECam_\d{8}$"), 99_999_999),
-    "hsc": ("HSC_{:07d}", re.compile(r"^HSC_\d{7}$"), 999_999),
+    "decam": ("DECam_{:08d}", re.compile(r"^DECam_[0-9]{8}$"), 99_999_999),
+    "hsc": ("HSC_{:07d}", re.compile(r"^HSC_[0-9]{7}$"), 999_999),
 }
 
-NIGHT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-DATE_OBS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,9})?)?$")
+NIGHT_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+DATE_OBS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?)?$")
 FILTER_RE = re.compile(r"^([A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,31})?$")
 TEXT_RE = re.compile(r"^[\x20-\x7e]{0,68}$")  # printable ASCII, a FITS string value's length
-TEXT_FORBIDDEN = re.compile(r"[/\\$`]")
+TEXT_FORBIDDEN = re.compile(r"[/\\$`;|&<>\"']")  # separators and shell metacharacters
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-CREATED_RE = re.compile(r"^[0-9T:+\-. Z]{0,40}$")
+CREATED_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?)?$")
 HEADER_RE = re.compile(r"^[\x20-\x7e]*$")
 
 _TOP_REQUIRED = ("instrument", "expid", "expnum", "night", "obstype", "kind", "filter", "field", "date_obs",
@@ -101,7 +101,7 @@ def check_number(value: Any, field: str, lo: float, hi: float, path=None) -> flo
 def check_str(value: Any, field: str, pattern: re.Pattern, what: str, path=None) -> str:
     if not isinstance(value, str):
         raise _fail(field, f"{_show(value)} is not a string", path)
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):  # fullmatch: `$` would accept a trailing newline
         raise _fail(field, f"{_show(value)} is not {what}", path)
     return value
 
@@ -110,7 +110,9 @@ def check_text(value: Any, field: str, path=None) -> str:
     """Free text (OBJECT, OBSTYPE): printable ASCII, no path separator or shell expansion character."""
     check_str(value, field, TEXT_RE, "printable ASCII of at most 68 characters", path)
     if TEXT_FORBIDDEN.search(value):
-        raise _fail(field, f"{_show(value)} contains one of / \\ $ `", path)
+        raise _fail(field, f"{_show(value)} contains one of / \\ $ ` ; | & < > \" '", path)
+    if value and not value.strip(". "):
+        raise _fail(field, f"{_show(value)} is only dots", path)
     return value
 
 
@@ -272,7 +274,7 @@ def check_manifest_data(data: Any, path=None) -> None:
         header = m["header"]
         if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS or len(header) % 80:
             raise _fail(f"{where}.header", "is not FITS header cards (80-character records, at most 1 MiB)", path)
-        if not HEADER_RE.match(header):
+        if not HEADER_RE.fullmatch(header):
             raise _fail(f"{where}.header", "has characters that are not printable ASCII", path)
     in_exposure = data.get("ccds_in_exposure", [])
     if not isinstance(in_exposure, list) or len(in_exposure) > n_science:
