@@ -28,7 +28,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prior_shifts": (dict,), "attempt": (int,), "expnum": (int,), "field": (str,), "filter": (str,),
     "expid": (str,), "instrument": (str,), "night": (str,), "kind": (str,), "ccds": (list,),
 }
-_BOUNDS = {"min_free_gb": (0, 1e5), "scratch_factor": (0, 1e3), "qlevel": (0, 1e3), "wcs_min_matches": (0, 1e6)}
+_BOUNDS = {"min_free_gb": (0, 1e12), "scratch_factor": (0, 1e6), "qlevel": (0, 1e6), "wcs_min_matches": (0, 1e9)}  # sanity, not policy
 
 SCHEMA = "dwfhpc.task/1"
 KINDS = ("science", "bias", "flat")
