@@ -508,3 +508,21 @@ def test_schema_never_lets_an_unsafe_value_through(key, value):
 
 def test_schema_accepts_the_synthetic_part_as_written():
     check_manifest_data(json.loads(json.dumps(_BASE)))
+
+
+def test_a_bad_copy_of_an_accepted_part_does_not_overwrite_its_record(tmp_path):
+    w = make_world(tmp_path)
+    tar, mpath, m = good_part(w.inbox, 77, random.Random(77))
+    mpath.write_text(json.dumps(m))
+    stem = mpath.name[: -len(".manifest.json")]
+    run_batch(w, [Case(stem, True, "good")])
+    tar, mpath, m = good_part(w.inbox, 77, random.Random(77))
+    tar.unlink()
+    tar.symlink_to(w.outside / "nowhere.tar")  # dangling: still quarantined, not left behind
+    mpath.write_text(json.dumps(m))
+    with StateDB(w.db_path) as db:
+        box = Inbox(w.inbox, w.store, w.quarantine, db, mem_gb=1, time_minutes=5, arrival_grace=0, verify_threads=1)
+        out = box.scan()
+        assert [s for s, _ in out.quarantined] == [stem] and not any(w.inbox.iterdir())
+        row = db.part(stem)
+        assert row.state == "queued" and Path(row.tar).is_file()

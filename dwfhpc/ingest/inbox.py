@@ -212,10 +212,13 @@ class Inbox:
                     out: ScanResult, *, sha: str | None = None, record: bool = True) -> None:
         stem, expid = _printable(stem), _printable(expid)  # a file name of any bytes still fits the DB and the log
         reason = _printable(reason)
+        if record:  # a bad copy of a part already accepted must not overwrite its record (paths, state)
+            known = self.db.part(stem)
+            record = known is None or known.state == "quarantined"
         folder = quarantine_dir(self.quarantine, stem, time.strftime('%Y%m%dT%H%M%S'))
         folder.mkdir(parents=True, exist_ok=True)
         for f in (tar, manifest_path):
-            if f.exists():
+            if os.path.lexists(f):  # a dangling symlink too
                 _move(f, folder / f.name)
         (folder / "reason.txt").write_text(reason + "\n")
         if record:
