@@ -7,16 +7,65 @@ Products:  ``<products>/<night>/<expid>/<expid>_<ccd:02d>.{cal.fits.fz,mask.fits
 Library:   ``<library>/<night>/<ccd:02d>/bias/<expid>_<ccd:02d>.fits``
            ``<library>/<night>/<ccd:02d>/flat/<filter>/<expid>_<ccd:02d>.fits``
 Masters:   ``<masters>/<night>/bias_<ccd:02d>.fits``, ``<masters>/<night>/flat_<filter>_<ccd:02d>.fits``
+Store:     ``<parts store>/<night>/<part tar and manifest>``
+Quarantine: ``<quarantine>/<stem>.<YYYYmmddTHHMMSS>/``
+Scratch:   ``<scratch root>/dwfhpc-<expid>_<ccd:02d>-<random>/``
+
+Every path built from a value that came from a manifest, a spec or a header goes through
+:func:`under`: each value must be one plain name (no ``/``, no ``..``, no control character) and
+the joined path, resolved, must stay below its root. The value patterns of
+:mod:`dwfhpc.parts.schema` are the first line of defence; this is the last, so a field whose
+pattern is wrong one day still cannot put a file outside its folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+from .errors import IntegrityError
+
 PRODUCT_KINDS = ("cal", "mask", "cat", "qa")
 _PRODUCT_SUFFIX = {"cal": ".cal.fits.fz", "mask": ".mask.fits.fz", "cat": ".cat.fits", "qa": ".qa.json"}
-PART_RE = re.compile(r"^(?P<expid>[A-Za-z0-9_\-]+)\.p(?P<k>\d+)of(?P<n>\d+)$")
+PART_RE = re.compile(r"^(?P<expid>[A-Za-z0-9_\-]+)\.p(?P<k>[0-9]+)of(?P<n>[0-9]+)\Z")  # \Z: no trailing newline
+
+
+class UnsafePathError(IntegrityError):
+    """A value that would make a path leave its root (or is not one plain file-name component)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_component(value: object, field: str) -> str:
+    """``value`` as one plain path component, or :class:`UnsafePathError` naming ``field``."""
+    if not isinstance(value, str) or not value:
+        raise UnsafePathError(f"field {field}: {value!r} is not a non-empty name")
+    too_long = len(value.encode("utf-8", "surrogatepass")) > 255
+    if value in (".", "..") or "/" in value or "\\" in value or _CONTROL.search(value) or too_long:
+        raise UnsafePathError(f"field {field}: {value!r} is not a plain file name (a '/', '..', a control "
+                              "character or too long)")
+    return value
+
+
+def under(root: str | os.PathLike[str], *components: tuple[str, object]) -> Path:
+    """``root / c1 / c2 ...`` for ``(field, value)`` pairs, checked to stay below ``root`` once resolved.
+
+    Each value must be one plain name (:func:`check_component`); the joined path is then resolved
+    (following any symlinks already on disk) and must still be inside the resolved root.
+    """
+    root = Path(root)
+    path = root
+    for field, value in components:
+        path = path / check_component(value, field)
+    if components:
+        real_root = root.resolve()
+        real = path.resolve()
+        if real == real_root or real_root not in real.parents:
+            names = ", ".join(f for f, _ in components)
+            raise UnsafePathError(f"field(s) {names}: {path} resolves to {real}, outside {real_root}")
+    return path
 
 
 def part_stem(expid: str, k: int, n: int) -> str:
@@ -55,13 +104,35 @@ def ccd_fits_name(expid: str, ccd: int) -> str:
 
 
 def product_dir(products: Path, night: str, expid: str) -> Path:
-    return Path(products) / night / expid
+    return under(products, ("night", night), ("expid", expid))
 
 
 def product_paths(products: Path, night: str, expid: str, ccd: int) -> dict[str, Path]:
-    d = product_dir(products, night, expid)
     stem = ccd_stem(expid, ccd)
-    return {k: d / f"{stem}{_PRODUCT_SUFFIX[k]}" for k in PRODUCT_KINDS}
+    return {k: under(products, ("night", night), ("expid", expid), ("ccd", f"{stem}{_PRODUCT_SUFFIX[k]}"))
+            for k in PRODUCT_KINDS}
+
+
+def store_paths(store: Path, night: str, tar_name: str, manifest_name_: str) -> tuple[Path, Path]:
+    """Where the inbox moves a verified part: ``<store>/<night>/<tar>`` and its manifest beside it."""
+    return (under(store, ("night", night), ("tar_name", tar_name)),
+            under(store, ("night", night), ("manifest name", manifest_name_)))
+
+
+def quarantine_dir(quarantine: Path, stem: str, stamp: str) -> Path:
+    """``<quarantine>/<stem>.<stamp>``: the inbox file's own name plus a time stamp, one plain name.
+
+    The stem is whatever name arrived in the inbox: control characters and backslashes become ``_``
+    and it is cut to 200 characters, so any file name there can be quarantined.
+    """
+    safe = _CONTROL.sub("_", stem).replace("\\", "_").replace("/", "_")
+    safe = safe.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "replace").replace("\ufffd", "_")
+    return under(quarantine, ("part name", f"{safe}.{stamp}"))
+
+
+def scratch_label(expid: str, ccd: int) -> str:
+    """The label in a node task's scratch folder name (``dwfhpc-<label>-XXXX``), one plain name."""
+    return check_component(ccd_stem(expid, ccd), "expid")
 
 
 def product_names(expid: str, ccd: int) -> dict[str, str]:
@@ -71,13 +142,13 @@ def product_names(expid: str, ccd: int) -> dict[str, str]:
 
 def library_path(library: Path, night: str, ccd: int, kind: str, filter_: str, expid: str) -> Path:
     """Where a raw calibration CCD is filed: bias by night/CCD, flats also by filter."""
-    base = Path(library) / night / f"{ccd:02d}" / kind
+    parts = [("night", night), ("ccd", f"{ccd:02d}"), ("kind", kind)]
     if kind == "flat":
-        base = base / (filter_ or "none")
-    return base / ccd_fits_name(expid, ccd)
+        parts.append(("filter", filter_ or "none"))
+    return under(library, *parts, ("expid", ccd_fits_name(expid, ccd)))
 
 
 def master_path(masters: Path, night: str, kind: str, ccd: int, filter_: str | None = None) -> Path:
     if kind == "bias":
-        return Path(masters) / night / f"bias_{ccd:02d}.fits"
-    return Path(masters) / night / f"flat_{filter_ or 'none'}_{ccd:02d}.fits"
+        return under(masters, ("night", night), ("ccd", f"bias_{ccd:02d}.fits"))
+    return under(masters, ("night", night), ("filter", f"flat_{filter_ or 'none'}_{ccd:02d}.fits"))

@@ -7,6 +7,12 @@ with ``reason.txt`` and the reason is recorded in the state DB and logged. A par
 (same name, same sha256) is a duplicate delivery: it is not queued again. The DB record is written
 before the files move, so a crash in between is completed on the next scan, never lost.
 
+Before anything else the manifest passes the schema (:mod:`dwfhpc.parts.schema`: every field typed,
+bounded and matched against its pattern, the tar and member names against expid/part/CCD, the file's
+own name against its content, the CCD headers it carries against its identity); both files must be
+regular files (no symlink, FIFO or device). A failure quarantines the part with the field named. The
+part's place in the store is built by :func:`dwfhpc.layout.store_paths` (checked to stay inside it).
+
 The tarballs complete in one scan are hashed at once in ``verify_threads`` threads (hashlib releases
 the GIL), while parts are still accepted one by one, oldest first, each as soon as its own hash is done.
 """
@@ -16,13 +22,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DwfError
-from ..layout import parse_part_stem, tar_for_manifest
+from ..layout import parse_part_stem, quarantine_dir, store_paths, tar_for_manifest
+from ..node.crosscheck import check_manifest_headers
 from ..parts import read_manifest, verify_part
 from ..state import StateDB
 from ..states import PartState
@@ -37,6 +45,19 @@ class ScanResult:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+
+
+def _regular(path: Path) -> bool | None:
+    """True for a regular file, False for anything else (symlink, FIFO, device, folder), None when absent."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes replaced, so SQLite and the log take it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _move(src: Path, dest: Path) -> None:
@@ -78,6 +99,10 @@ class Inbox:
                 self._one(stem, manifest_path, min(ctime, now), now, out, hashing.get(manifest_path))
             except FileNotFoundError:
                 continue  # moved away by someone else meanwhile
+            except (OSError, ValueError, DwfError) as exc:  # one part's trouble never stops the scan: tried again next time
+                self.db.event("error", f"{stem!r}: not handled this scan: {exc}", stem)
+                log.error("%r: not handled this scan: %s", stem, exc)
+                continue
             if on_accepted and len(out.accepted) > before:
                 on_accepted(stem)
         return out
@@ -93,6 +118,8 @@ class Inbox:
             if known is not None and known.state != PartState.QUARANTINED:
                 continue  # a duplicate: compared by sha256 from the manifest, not hashed
             try:
+                if not _regular(manifest_path) or not _regular(tar_for_manifest(manifest_path)):
+                    continue  # _one reports it
                 manifest = read_manifest(manifest_path)
                 complete = tar_for_manifest(manifest_path).stat().st_size == manifest.tar_bytes
             except (DwfError, OSError):
@@ -111,11 +138,20 @@ class Inbox:
         tar = tar_for_manifest(manifest_path)
         if parse_part_stem(stem) is None:
             return self._quarantine(stem, stem, manifest_path, tar, "not a part name (<expid>.p<k>of<K>)", t_inbox, out)
+        if _regular(manifest_path) is False:
+            return self._quarantine(stem, stem, manifest_path, tar, "field manifest: not a regular file "
+                                    "(a symlink, folder, FIFO or device)", t_inbox, out)
         try:
-            manifest = read_manifest(manifest_path)
+            manifest = read_manifest(manifest_path)  # the schema; the file's name must be the one it describes
+            check_manifest_headers(manifest, manifest_path)
         except DwfError as exc:
             return self._quarantine(stem, stem, manifest_path, tar, exc.problem, t_inbox, out)
-        size = tar.stat().st_size if tar.exists() else None
+        tar_kind = _regular(tar)
+        if tar_kind is False:
+            return self._quarantine(stem, manifest.expid, manifest_path, tar, "field tar_name: the tarball is not a "
+                                    "regular file (a symlink, folder, FIFO or device)", t_inbox, out,
+                                    sha=manifest.tar_sha256)
+        size = tar.stat().st_size if tar_kind else None
         if size is None or size < manifest.tar_bytes:
             first = self._first_seen.setdefault(stem, now)
             if now - first < self.arrival_grace:
@@ -136,7 +172,11 @@ class Inbox:
         except DwfError as exc:
             return self._quarantine(stem, manifest.expid, manifest_path, tar, exc.problem, t_inbox, out,
                                     sha=manifest.tar_sha256)
-        dest_tar, dest_manifest = self._store_paths(manifest.night, tar, manifest_path)
+        try:
+            dest_tar, dest_manifest = self._store_paths(manifest.night, tar, manifest_path)
+        except DwfError as exc:  # the schema let through a value that would leave the store: never
+            return self._quarantine(stem, manifest.expid, manifest_path, tar, exc.problem, t_inbox, out,
+                                    sha=manifest.tar_sha256)
         if known is not None:
             self.db.forget_quarantined(stem)
         self.db.add_part(manifest, stem=stem, tar=str(dest_tar), manifest_path=str(dest_manifest), t_inbox=t_inbox,
@@ -148,8 +188,7 @@ class Inbox:
         return None
 
     def _store_paths(self, night: str, tar: Path, manifest_path: Path) -> tuple[Path, Path]:
-        folder = self.store / night
-        return folder / tar.name, folder / manifest_path.name
+        return store_paths(self.store, night, tar.name, manifest_path.name)
 
     def _duplicate(self, known, stem, manifest, manifest_path: Path, tar: Path, t_inbox, out: ScanResult) -> None:
         if known.sha256 != manifest.tar_sha256:
@@ -170,10 +209,15 @@ class Inbox:
 
     def _quarantine(self, stem: str, expid: str, manifest_path: Path, tar: Path, reason: str, t_inbox: float,
                     out: ScanResult, *, sha: str | None = None, record: bool = True) -> None:
-        folder = self.quarantine / f"{stem}.{time.strftime('%Y%m%dT%H%M%S')}"
+        stem, expid = _printable(stem), _printable(expid)  # a file name of any bytes still fits the DB and the log
+        reason = _printable(reason)
+        if record:  # a bad copy of a part already accepted must not overwrite its record (paths, state)
+            known = self.db.part(stem)
+            record = known is None or known.state == "quarantined"
+        folder = quarantine_dir(self.quarantine, stem, time.strftime('%Y%m%dT%H%M%S'))
         folder.mkdir(parents=True, exist_ok=True)
         for f in (tar, manifest_path):
-            if f.exists():
+            if os.path.lexists(f):  # a dangling symlink too
                 _move(f, folder / f.name)
         (folder / "reason.txt").write_text(reason + "\n")
         if record:

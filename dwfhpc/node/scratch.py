@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DwfError
+from ..layout import check_component, under
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
@@ -71,6 +72,7 @@ def task_scratch(variables: list[str], fallback: str | os.PathLike[str], need_by
     Signals raise :class:`TaskInterrupted` inside the block. The folder is removed with signals
     ignored (the task is ending anyway), then the previous handlers come back.
     """
+    check_component(label, "expid")  # the label (``<expid>_<ccd>``) becomes part of a folder name
     root = scratch_root(variables, fallback, env)
     check_space(root, need_bytes, min_free_gb)
     previous = {}
@@ -86,6 +88,7 @@ def task_scratch(variables: list[str], fallback: str | os.PathLike[str], need_by
             break
     try:
         folder = Path(tempfile.mkdtemp(prefix=f"dwfhpc-{label}-", dir=root))
+        under(root, ("expid", folder.name))  # resolved, still inside the scratch root
         yield folder
     finally:
         for sig in previous:

@@ -16,6 +16,19 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..errors import DwfError
 from ..parts import Manifest, read_manifest
+from ..parts.schema import check_spec_identity, read_json_text
+
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+#: types of the fields a spec file may carry (beyond the identity fields checked by the schema)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "container": (bool,), "image": (str, type(None)), "binds": (list,), "apptainer": (str,),
+    "backend_options": (dict,), "refcat": (str, list, type(None)), "bpm_dir": (str, type(None)),
+    "scratch_vars": (list,), "scratch_fallback": (str,), "min_free_gb": (int, float), "scratch_factor": (int, float),
+    "to_electrons": (bool,), "qlevel": (int, float), "wcs_min_matches": (int,), "require_masters": (bool,),
+    "prior_shifts": (dict,), "attempt": (int,), "expnum": (int,), "field": (str,), "filter": (str,),
+    "expid": (str,), "instrument": (str,), "night": (str,), "kind": (str,), "ccds": (list,),
+}
+_BOUNDS = {"min_free_gb": (0, 1e12), "scratch_factor": (0, 1e6), "qlevel": (0, 1e6), "wcs_min_matches": (0, 1e9)}  # sanity, not policy
 
 SCHEMA = "dwfhpc.task/1"
 KINDS = ("science", "bias", "flat")
@@ -63,13 +76,23 @@ class TaskSpec:
     schema: str = SCHEMA
 
     def __post_init__(self) -> None:
+        for key, types in _TYPES.items():
+            value = getattr(self, key)
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise DwfError(f"field {key}: {value!r:.60} is not a {' or '.join(t.__name__ for t in types)}")
+        for key, (lo, hi) in _BOUNDS.items():
+            if not lo <= getattr(self, key) <= hi:
+                raise DwfError(f"field {key}: {getattr(self, key)!r:.30} is outside {lo:g}..{hi:g}")
+        for key in ("binds", "scratch_vars"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise DwfError(f"field {key}: not a list of strings")
         if self.kind not in KINDS:
             raise DwfError(f"task kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.backend not in BACKENDS:
             raise DwfError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not self.ccds:
             raise DwfError("task spec lists no CCDs")
-        self.ccds = [int(c) for c in self.ccds]
+        check_spec_identity(self)  # expid, instrument, night, filter, field, CCDs, part names: the manifest's patterns
         self.prior_shifts = {str(k): [float(x) for x in v] for k, v in (self.prior_shifts or {}).items()}
 
     # ------------------------------------------------------------------ build
@@ -137,10 +160,10 @@ class TaskSpec:
     def read(cls, path: str | os.PathLike[str]) -> TaskSpec:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_json_text(path, MAX_SPEC_BYTES, "task spec"))
         except FileNotFoundError:
             raise DwfError("task spec is missing", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise DwfError(f"task spec is not valid JSON ({exc})", path) from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             got = data.get("schema") if isinstance(data, dict) else None

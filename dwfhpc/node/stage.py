@@ -5,6 +5,10 @@ the other members). Timings: ``stage`` is the streamed copy (with the manifest's
 on the fly, which rejects a corrupt member before anything else happens), ``verify`` re-reads the
 local copy in scratch against the manifest (size + sha256: catches a bad local disk), and
 ``decompress`` writes the complete single-CCD raw FITS.
+
+Before anything is calibrated, the member's own FITS header and the restored file's header are
+cross-checked against the manifest (:mod:`.crosscheck`: instrument, EXPNUM/EXP-ID, CCDNUM/DET-ID,
+DATE-OBS and the night it gives); a disagreement is a permanent integrity failure.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import numpy as np
 
 from ..atomic import sha256_file
 from ..errors import IntegrityError
-from ..layout import ccd_fits_name
+from ..layout import ccd_fits_name, under
 from ..parts import Manifest, Member, extract_member, restore_ccd
+from .crosscheck import check_member_file, check_restored
 
 
 @dataclass
@@ -55,10 +60,12 @@ def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path) -> S
     if size != member.bytes or sha256_file(staged) != member.sha256:
         raise IntegrityError(f"member {member.name!r}: the copy in scratch does not match the manifest "
                              f"({size} bytes)", staged)
+    check_member_file(staged, manifest, ccd)
     timings["verify"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    raw = restore_ccd(staged, member, manifest, scratch / ccd_fits_name(manifest.expid, ccd))
+    raw = restore_ccd(staged, member, manifest, under(scratch, ("expid", ccd_fits_name(manifest.expid, ccd))))
     staged.unlink()
+    check_restored(raw, manifest, ccd)
     timings["decompress"] = time.perf_counter() - t
     return StagedCCD(raw=raw, member=member, member_bytes=member.bytes, timings=timings)

@@ -11,8 +11,7 @@ from astropy.io import fits
 
 from ..atomic import atomic_write_text
 from ..errors import IntegrityError
-
-SCHEMA = "dwfhpc.part/1"
+from .schema import SCHEMA, check_manifest_data, check_manifest_file_name, read_manifest_text
 
 
 @dataclass
@@ -73,20 +72,25 @@ class Manifest:
         return atomic_write_text(path, self.to_json())
 
 
-def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Load and check a manifest; a damaged or foreign file is an :class:`IntegrityError`."""
+def read_manifest(path: str | os.PathLike[str], *, check_name: bool = True) -> Manifest:
+    """Load a manifest and check it against the schema (:mod:`dwfhpc.parts.schema`).
+
+    A damaged, foreign, oversized or inconsistent file is an :class:`IntegrityError` whose text
+    names the field. ``check_name`` also requires the file's own name to be the one its expid,
+    part and parts give (``<expid>.p<k>of<K>.manifest.json``).
+    """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        text = read_manifest_text(path)
     except FileNotFoundError:
         raise IntegrityError("manifest is missing", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"manifest is not valid JSON ({exc})", path) from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise IntegrityError(f"not a dwfhpc part manifest (schema {data.get('schema') if isinstance(data, dict) else None!r}, "
-                             f"expected {SCHEMA!r})", path)
     try:
-        members = [Member(**m) for m in data.pop("members")]
-        return Manifest(members=members, **data)
-    except (TypeError, KeyError) as exc:
-        raise IntegrityError(f"manifest has missing or unknown fields ({exc})", path) from None
+        data = json.loads(text)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:  # ValueError: an int of > 4300 digits
+        raise IntegrityError(f"manifest is not valid JSON ({str(exc)[:200]})", path) from None
+    check_manifest_data(data, path)
+    members = [Member(**m) for m in data.pop("members")]
+    manifest = Manifest(members=members, **data)
+    if check_name:
+        check_manifest_file_name(manifest, path)
+    return manifest

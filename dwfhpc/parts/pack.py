@@ -22,8 +22,9 @@ from ..codecs import DEFAULT_CODEC, DEFAULT_QLEVEL, DEFAULT_RATIO, get_codec
 from ..errors import DwfError, FitsFormatError
 from ..fitsio_utils import check_complete
 from ..instruments import CCDHeader, Instrument, exposure_info, read_ccd_headers
-from ..layout import ccd_stem, manifest_name, part_tar_name
+from ..layout import ccd_stem, manifest_name, part_tar_name, under
 from .manifest import Manifest, Member
+from .schema import check_ccd, check_exposure_identity
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,13 @@ def pack_exposure(raw: str | os.PathLike[str] | list, out_dir: str | os.PathLike
     get_codec(codec, ratio=ratio, qlevel=qlevel)  # validate the name early
     inst, chosen, first = _gather_ccds(raw, ccds, instrument)
     info = exposure_info(first, inst)
+    check_exposure_identity(info, first)  # the receiver's patterns: nothing it would refuse is named or sent
+    for f, h in chosen:
+        check_ccd(h.ccd, "ccd", info.instrument, f)
     expid = info.expid
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / f".{expid}.packing"
+    work = under(out_dir, ("expid", f".{expid}.packing"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     params = {"ratio": ratio} if codec == "jp2" else {"qlevel": qlevel} if codec == "rice-q" else {}
@@ -158,7 +162,7 @@ def pack_exposure(raw: str | os.PathLike[str] | list, out_dir: str | os.PathLike
 
 def _write_part(out_dir: Path, work: Path, info, k: int, n: int, codec: str, params: dict,
                 members: list[Member], all_ccds: list[int]) -> Part:
-    tar_path = out_dir / part_tar_name(info.expid, k, n)
+    tar_path = under(out_dir, ("expid", part_tar_name(info.expid, k, n)))
     with atomic_path(tar_path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for m in members:
@@ -175,7 +179,7 @@ def _write_part(out_dir: Path, work: Path, info, k: int, n: int, codec: str, par
         tar_bytes=tar_path.stat().st_size, tar_sha256=sha256_file(tar_path), members=members,
         ccds_in_exposure=all_ccds, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    manifest_path = manifest.write(out_dir / manifest_name(info.expid, k, n))
+    manifest_path = manifest.write(under(out_dir, ("expid", manifest_name(info.expid, k, n))))
     for m in members:
         (work / m.name).unlink(missing_ok=True)
     return Part(info.expid, k, n, tar_path, manifest_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..atomic import CHUNK, sha256_file
 from ..codecs import decompress_member
 from ..errors import IntegrityError
-from ..layout import ccd_fits_name, manifest_for_tar
+from ..layout import ccd_fits_name, manifest_for_tar, under
 from .manifest import Manifest, Member, read_manifest
 
 
@@ -152,8 +152,8 @@ def extract_member(tar: str | os.PathLike[str], manifest: Manifest | str | os.Pa
     member = manifest.member(ccd)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / member.name
-    tmp = dest_dir / f".{member.name}.part"
+    final = under(dest_dir, ("members.name", member.name))
+    tmp = under(dest_dir, ("members.name", f".{member.name}.part"))
     try:
         with tarfile.open(tar, "r:") as t:
             try:
@@ -201,7 +201,7 @@ def unpack_part(tar: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         done = []
         for m in manifest.members:
             member_path = extract_member(tar, manifest, m.ccd, work / "members")
-            done.append(restore_ccd(member_path, m, manifest, work / ccd_fits_name(manifest.expid, m.ccd)))
+            done.append(restore_ccd(member_path, m, manifest, under(work, ("expid", ccd_fits_name(manifest.expid, m.ccd)))))
             member_path.unlink()
         out_dir.mkdir(parents=True, exist_ok=True)
         final = []

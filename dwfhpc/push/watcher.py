@@ -7,12 +7,18 @@ unreadable ``incomplete_timeout`` seconds after it was first seen is recorded as
 reason and never looked at again. Exposure identity comes from the headers; an HSC visit (one
 file per CCD) is complete when all its expected CCD files are, or when no new file of it has
 appeared for ``visit_quiet_seconds``.
+
+Nothing from a raw file reaches a part name or a remote command unchecked: a file name with a
+control character or undecodable bytes, and an exposure whose identity (expid, expnum, night,
+filter, field, CCDs...) does not pass the receiver's own patterns (:mod:`dwfhpc.parts.schema`),
+is failed at once with the reason, recorded in the journal and never packed or sent.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +26,22 @@ from pathlib import Path
 from ..errors import DwfError
 from ..fitsio_utils import check_complete
 from ..instruments import exposure_info, instrument_for
+from ..parts.schema import SchemaError, check_exposure_identity
 from .journal import Journal
 
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def name_problem(name: str) -> str | None:
+    """Why a raw file's name is refused (control characters, a backslash, undecodable bytes), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if _BAD_NAME.search(name):
+        return f"file name {name!r} has a control character or a backslash"
+    return None
 
 
 def is_temporary(name: str) -> bool:
@@ -90,6 +109,10 @@ class Watcher:
             except FileNotFoundError:
                 self._tracked.pop(key, None)
                 continue
+            bad_name = name_problem(path.name)
+            if bad_name:
+                self._fail(key, path, bad_name, result)
+                continue
             t = self._tracked.get(key)
             if t is None:
                 first = self.journal.file_seen(key, st.st_size, now)
@@ -101,6 +124,10 @@ class Watcher:
                 try:
                     check_complete(path)
                     info = exposure_info(path)
+                    check_exposure_identity(info, path)
+                except SchemaError as exc:  # the file is complete; what it says is unusable: it will not change
+                    self._fail(key, path, f"refused: {exc.problem}", result)
+                    continue
                 except DwfError as exc:
                     t.last_error = exc.problem
                 except OSError as exc:
@@ -111,11 +138,7 @@ class Watcher:
             if now - t.first_seen >= self.incomplete_timeout:
                 reason = (f"still incomplete after {self.incomplete_timeout:g} s: {t.last_error}" if t.last_error
                           else f"size still changing after {self.incomplete_timeout:g} s")
-                self.journal.file_failed(key, reason)
-                self.journal.event("error", f"{path.name}: {reason}")
-                self._settled.add(key)
-                self._tracked.pop(key, None)
-                result.failed.append((key, reason))
+                self._fail(key, path, reason, result)
                 continue
             result.pending += 1
         for expid in list(self._visit_last):
@@ -126,6 +149,17 @@ class Watcher:
             else:
                 result.pending += 1
         return result
+
+    def _fail(self, key: str, path: Path, reason: str, result: PollResult) -> None:
+        """Record ``path`` as failed for good (journal + event); it is never looked at again."""
+        safe_key = key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if key not in self._tracked:
+            self.journal.file_seen(safe_key, 0, self.clock())
+        self.journal.file_failed(safe_key, reason)
+        self.journal.event("error", f"{path.name!r}: {reason}" if safe_key != key else f"{path.name}: {reason}")
+        self._settled.add(key)
+        self._tracked.pop(key, None)
+        result.failed.append((key, reason))
 
     def _settle_complete(self, key: str, size: int, info, now: float, result: PollResult) -> None:
         self.journal.file_complete(key, size, info.expid, now)
