@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console's level holds even where a logger is opened
+        handler.setLevel(level)                    # wider for the state DB's events (dwfhpc.db.EventHandler)
     for noisy in ("matplotlib", "PIL", "submitit"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if not getattr(args, "func", None):

@@ -12,6 +12,7 @@ any folder.
 
 from __future__ import annotations
 
+import difflib
 import os
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigProblems
 
 Codec = Literal["jp2", "jp2-lossless", "rice", "rice-q", "none"]
 
@@ -29,6 +30,14 @@ class Strict(BaseModel):
     """Base: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def checks(self) -> list[tuple[str, str]]:
+        """Problems found after validation, across fields: ``(key relative to this section, problem)``.
+
+        Run by the loaders (not on assignment); their problems join pydantic's in one list. A
+        section's checks run whenever that section validates, whatever is wrong elsewhere.
+        """
+        return []
 
 
 # --------------------------------------------------------------------------- instrument
@@ -96,11 +105,26 @@ class TransportSettings(Strict):
     @field_validator("ssh_options")
     @classmethod
     def _no_disabled_host_keys(cls, v: list[str]) -> list[str]:
-        for opt in v:
-            norm = opt.replace(" ", "").replace("=", "").lower()
-            if norm in ("stricthostkeycheckingno", "userknownhostsfile/dev/null"):
-                raise ValueError(f"{opt!r} switches host-key checking off; record the host key in known_hosts instead")
+        bad = [opt for opt in v if opt.replace(" ", "").replace("=", "").lower()
+               in ("stricthostkeycheckingno", "stricthostkeycheckingoff", "userknownhostsfile/dev/null")]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} switch{'es' if len(bad) == 1 else ''} host-key "
+                             "checking off; record the host key in known_hosts instead")
         return v
+
+    def checks(self) -> list[tuple[str, str]]:
+        out = []
+        if self.kind == "ssh":
+            if not self.host:
+                out.append(("host", "required when kind is ssh"))
+            if not self.known_hosts:
+                out.append(("known_hosts", "required when kind is ssh: host keys are always checked"))
+            if self.staging.startswith("/") and not self.inbox.startswith("/"):
+                out.append(("inbox", f"must be an absolute path when staging is (got {self.inbox!r})"))
+        if self.backoff_max < self.backoff_seconds:
+            out.append(("backoff_max", f"must be at least backoff_seconds ({self.backoff_seconds:g}) "
+                                       f"(got {self.backoff_max:g})"))
+        return out
 
 
 # --------------------------------------------------------------------------- cluster side
@@ -263,8 +287,14 @@ def _locate(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    return _read_yaml_keys(path)[0]
+
+
+def _read_yaml_keys(path: Path) -> tuple[dict[str, Any], dict[tuple, int], list[tuple[tuple, str]]]:
+    """The file's mapping, the line of every key in it (key path -> 1-based line), and keys given twice."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -275,24 +305,126 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping at the top level, found {type(data).__name__}", path)
-    return data
+    lines: dict[tuple, int] = {}
+    duplicates: list[tuple[tuple, str]] = []
+
+    def walk(node: Any, prefix: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                line = key.start_mark.line + 1
+                if name in seen:  # YAML keeps the last one silently; the user meant one of them
+                    duplicates.append((prefix + (name,), f"given twice (lines {seen[name]} and {line}); "
+                                                         "only the last one counts"))
+                else:
+                    seen[name] = line
+                lines.setdefault(prefix + (name,), line)
+                walk(value, prefix + (name,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault(prefix + (i,), item.start_mark.line + 1)
+                walk(item, prefix + (i,))
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())  # parses: safe_load above did
+    return data, lines, duplicates
 
 
-def _validation_error(exc: ValidationError, path: Path) -> ConfigError:
-    first = exc.errors()[0]
-    key = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    kind = first["type"]
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The settings class that holds the last element of ``loc`` (None below a plain dict or list)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        sub = field.annotation if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    return model
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        problem = "unknown key"
-    elif kind == "missing":
-        problem = "required value is missing"
-    else:
-        got = first.get("input")
-        problem = f"{first['msg']} (got {got!r})" if not isinstance(got, dict) else first["msg"]
-    more = len(exc.errors()) - 1
-    if more:
-        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(problem, path, key=key)
+        holder = _model_at(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), list(holder.model_fields), n=1) if holder and loc else []
+        return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "missing":
+        return "required value is missing"
+    msg = str(err["msg"])
+    if kind == "value_error" and msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    got = err.get("input")
+    if isinstance(got, dict):
+        return msg
+    text = repr(got)
+    return f"{msg} (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
+def _pydantic_problems(exc: ValidationError, model: type[BaseModel]) -> list[tuple[tuple, str]]:
+    return [(tuple(err["loc"]), _describe(err, model)) for err in exc.errors()]
+
+
+def _section_checks(model: type[BaseModel], data: Any, prefix: tuple = ()) -> list[tuple[tuple, str]]:
+    """Problems the settings classes find after validation (:meth:`Strict.checks`).
+
+    Each section is validated on its own, and with its invalid keys left out (their defaults
+    in their place), so its checks run and join the list whatever else is wrong in the file.
+    """
+    if not isinstance(data, dict):
+        return []
+    out: list[tuple[tuple, str]] = []
+    settings = None
+    valid = data
+    for _ in range(2):
+        try:
+            settings = model.model_validate(valid)
+            break
+        except ValidationError as exc:
+            bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+            valid = {k: v for k, v in data.items() if k not in bad}
+    if isinstance(settings, Strict):
+        out += [(prefix + tuple(key.split(".")), problem) for key, problem in settings.checks()]
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, Strict):
+            out += _section_checks(sub, data.get(name, {}), prefix + (name,))
+    return out
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, lines: dict[tuple, int],
+              duplicates: list[tuple[tuple, str]]) -> Any:
+    """Validated settings, or every problem in the file at once.
+
+    Keys given twice, pydantic's errors (unknown keys, wrong types, bad values, custom field
+    validators) and the sections' :meth:`Strict.checks` are gathered into one list, ordered as
+    the keys appear in the file. One problem raises a :class:`ConfigError`; several raise a
+    :class:`ConfigProblems` holding one ``file: key.path: problem`` error each.
+    """
+    problems = list(duplicates)
+    settings = None
+    try:
+        settings = model.model_validate(data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, model)
+    reported = {loc for loc, _ in problems}
+    # a check about a key already reported (validated with its default in its place) would mislead
+    problems += [(loc, p) for loc, p in _section_checks(model, data) if loc not in reported]
+    if not problems:
+        return settings
+
+    def line_of(loc: tuple) -> int:
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                return lines[loc[:n]]
+        return 10**9  # not in the file (a missing key, a default, an override): last
+
+    unique = list(dict.fromkeys(problems))
+    ordered = sorted(unique, key=lambda p: line_of(p[0]))  # stable: pydantic's order within a line
+    errors = [ConfigError(problem, path, key=".".join(str(x) for x in loc) or "(top level)")
+              for loc, problem in ordered]
+    if len(errors) == 1:
+        raise errors[0]
+    raise ConfigProblems(errors, path)
 
 
 def load_site(name_or_path: str | os.PathLike[str], *, workdir: str | os.PathLike[str] | None = None,
@@ -303,15 +435,12 @@ def load_site(name_or_path: str | os.PathLike[str], *, workdir: str | os.PathLik
     on top of the file (used by command-line flags).
     """
     path = _locate(name_or_path)
-    data = _read_yaml(path)
+    data, lines, duplicates = _read_yaml_keys(path)
     if overrides:
         data = _deep_merge(data, overrides)
     if workdir is not None:
         data["workdir"] = str(workdir)
-    try:
-        site = SiteSettings.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(exc, path) from None
+    site = _validate(SiteSettings, data, path, lines, duplicates)
     site.source = str(path)
     return site
 
@@ -319,10 +448,8 @@ def load_site(name_or_path: str | os.PathLike[str], *, workdir: str | os.PathLik
 def load_instrument(name_or_path: str | os.PathLike[str]) -> InstrumentSettings:
     """Load and validate an instrument config by shipped name (``decam``) or path."""
     path = _locate(name_or_path)
-    try:
-        return InstrumentSettings.model_validate(_read_yaml(path))
-    except ValidationError as exc:
-        raise _validation_error(exc, path) from None
+    data, lines, duplicates = _read_yaml_keys(path)
+    return _validate(InstrumentSettings, data, path, lines, duplicates)
 
 
 def load_any(path: str | os.PathLike[str]) -> BaseModel:

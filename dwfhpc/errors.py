@@ -21,6 +21,32 @@ class DwfError(Exception):
 class ConfigError(DwfError):
     """A configuration file that does not validate."""
 
+    @property
+    def problems(self) -> list[ConfigError]:
+        """Every problem found, one error each (this one alone unless it is a :class:`ConfigProblems`)."""
+        return [self]
+
+
+class ConfigProblems(ConfigError):
+    """Several problems in one configuration file, all found at once.
+
+    ``problems`` holds one :class:`ConfigError` per problem (``file: key.path: problem``); ``str()``
+    is a count line followed by those lines, so every problem reaches the user in one go.
+    """
+
+    def __init__(self, problems: list[ConfigError], path: str | Path | None = None):
+        if not problems:
+            raise ValueError("ConfigProblems needs at least one problem")
+        self._problems = list(problems)
+        count = f"{len(self._problems)} problems"
+        super().__init__(count, path)
+        head = f"{self.path}: {count}" if self.path else count
+        self.args = ("\n".join([head, *(str(p) for p in self._problems)]),)
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        return list(self._problems)
+
 
 class FitsFormatError(DwfError):
     """A FITS file that is truncated, not FITS, or lacks a keyword we need."""

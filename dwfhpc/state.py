@@ -16,20 +16,24 @@ Tables (times are Unix seconds, UTC):
 ``nights``       night (key), t_masters (when its masters were last built), masters (how many), reason
 ``events``       t, level, part, message
 
-Final task states are ``done``, ``failed`` (the task kept failing; reason says why) and ``lost`` (it
-kept vanishing without a result). Every write is one short transaction, so a killed ingest
-leaves a consistent DB and a restarted one carries on from it.
+States are the :mod:`dwfhpc.states` enums (stored as their strings). Final task states are
+``done``, ``failed`` (the task kept failing; reason says why) and ``lost`` (it kept vanishing
+without a result); tasks move only through :class:`StateDB`'s named transitions. Every write is
+one short transaction, so a killed ingest leaves a consistent DB and a restarted one carries on
+from it. Connection, WAL, lock, events and migrations (``PRAGMA user_version``) come from
+:class:`dwfhpc.db.Database`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .db import Database, add_column
+from .states import TASK_ACTIVE, TASK_FINAL, PartState, TaskState, part_state_from_tasks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (
@@ -54,8 +58,16 @@ CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 """
 
-ACTIVE = ("submitted", "running")
-FINAL = ("done", "failed", "lost")
+#: schema steps by ``PRAGMA user_version`` (see :class:`dwfhpc.db.Database`)
+MIGRATIONS = (
+    add_column("tasks", "first_attempt", "INTEGER NOT NULL DEFAULT 1"),  # 1: reprocess budgets
+)
+
+if TYPE_CHECKING:
+    from .node.result import TaskResult
+
+ACTIVE = tuple(sorted(TASK_ACTIVE))  # task states in the scheduler's hands (kept for older callers)
+FINAL = tuple(sorted(TASK_FINAL))
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class PartRow:
     manifest: str
     sha256: str
     bytes: int
-    state: str
+    state: PartState
     reason: str | None
     t_inbox: float | None
     t_verified: float | None
@@ -89,7 +101,7 @@ class TaskRow:
     expid: str
     night: str
     kind: str
-    state: str
+    state: TaskState
     attempt: int
     mem_gb: float | None
     time_minutes: int | None
@@ -99,7 +111,7 @@ class TaskRow:
     job_id: str | None
     missing_since: float | None
     reason: str | None
-    result: dict | None
+    result: dict | None  # the node's result as JSON (:meth:`task_result` for the validated dataclass)
     t_queued: float | None
     t_submitted: float | None
     t_started: float | None
@@ -110,6 +122,12 @@ class TaskRow:
     def attempts_used(self) -> int:
         """Attempts counted against ``ingest.max_attempts``."""
         return self.attempt - self.first_attempt + 1
+
+    def task_result(self) -> TaskResult | None:
+        """The stored result as a :class:`~dwfhpc.node.result.TaskResult` (raises ResultError if it does not validate)."""
+        from .node.result import TaskResult
+
+        return TaskResult.from_dict(self.result) if self.result is not None else None
 
 
 @dataclass(frozen=True)
@@ -125,48 +143,25 @@ class SubmissionRow:
     t_submitted: float
 
 
-class StateDB:
-    """Thread-safe access to the state DB (one connection, one lock; WAL lets readers in alongside)."""
+class StateDB(Database):
+    """Thread-safe access to the state DB (one connection, one lock; WAL lets readers in alongside).
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
-        if "first_attempt" not in columns:  # a state DB written before reprocess budgets existed
-            self._db.execute("ALTER TABLE tasks ADD COLUMN first_attempt INTEGER NOT NULL DEFAULT 1")
+    Tasks change state only through the named transitions below (:meth:`mark_running`,
+    :meth:`mark_missing`, :meth:`finish`, :meth:`fail`, :meth:`lose`, :meth:`requeue`, ...).
+    """
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    SCHEMA = SCHEMA
+    MIGRATIONS = MIGRATIONS
+    EVENT_KEY = "part"
+    TIMEOUT = 60.0
 
     def __enter__(self) -> StateDB:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _exec(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, tuple(args))
-
-    def _rows(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
-
-    def transaction(self):
-        """``with db.transaction():`` groups writes (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
-        return _Transaction(self)
-
     # ---------------------------------------------------------------- parts
     def part(self, stem: str) -> PartRow | None:
-        rows = self._rows("SELECT * FROM parts WHERE stem=?", (stem,))
-        return PartRow(**dict(rows[0])) if rows else None
+        rows = self.rows("SELECT * FROM parts WHERE stem=?", (stem,))
+        return _part_row(rows[0]) if rows else None
 
     def parts(self, *states: str, night: str | None = None) -> list[PartRow]:
         sql, args = "SELECT * FROM parts WHERE 1=1", []
@@ -176,53 +171,40 @@ class StateDB:
         if night:
             sql += " AND night=?"
             args.append(night)
-        return [PartRow(**dict(r)) for r in self._rows(sql + " ORDER BY t_inbox, stem", args)]
+        return [_part_row(r) for r in self.rows(sql + " ORDER BY t_inbox, stem", args)]
 
     def add_part(self, manifest, *, stem: str, tar: str, manifest_path: str, t_inbox: float, mem_gb: float,
                  time_minutes: int, now: float | None = None) -> None:
         """Record a verified part and queue one task per CCD, in one transaction."""
         now = now or time.time()
         with self.transaction():
-            self._exec("INSERT INTO parts(stem, expid, k, n, instrument, night, kind, filter, field, expnum, tar,"
-                       " manifest, sha256, bytes, state, t_inbox, t_verified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (stem, manifest.expid, manifest.part, manifest.parts, manifest.instrument, manifest.night,
-                        manifest.kind, manifest.filter, manifest.field, manifest.expnum, tar, manifest_path,
-                        manifest.tar_sha256, manifest.tar_bytes, "queued", t_inbox, now))
+            self.execute("INSERT INTO parts(stem, expid, k, n, instrument, night, kind, filter, field, expnum, tar,"
+                         " manifest, sha256, bytes, state, t_inbox, t_verified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (stem, manifest.expid, manifest.part, manifest.parts, manifest.instrument, manifest.night,
+                          manifest.kind, manifest.filter, manifest.field, manifest.expnum, tar, manifest_path,
+                          manifest.tar_sha256, manifest.tar_bytes, PartState.QUEUED, t_inbox, now))
             for ccd in manifest.ccds:
-                self._exec("INSERT INTO tasks(part, ccd, expid, night, kind, state, attempt, mem_gb, time_minutes,"
-                           " t_queued) VALUES (?,?,?,?,?,'queued',1,?,?,?)",
-                           (stem, ccd, manifest.expid, manifest.night, manifest.kind, mem_gb, time_minutes, now))
+                self.execute("INSERT INTO tasks(part, ccd, expid, night, kind, state, attempt, mem_gb, time_minutes,"
+                             " t_queued) VALUES (?,?,?,?,?,?,1,?,?,?)",
+                             (stem, ccd, manifest.expid, manifest.night, manifest.kind, TaskState.QUEUED, mem_gb,
+                              time_minutes, now))
 
     def quarantine_part(self, stem: str, expid: str, reason: str, t_inbox: float, sha256: str | None = None) -> None:
         """Record a part that failed verification (a later good copy may replace it)."""
-        self._exec("INSERT OR REPLACE INTO parts(stem, expid, state, reason, sha256, t_inbox, t_verified)"
-                   " VALUES (?,?,?,?,?,?,?)", (stem, expid, "quarantined", reason, sha256, t_inbox, time.time()))
+        self.execute("INSERT OR REPLACE INTO parts(stem, expid, state, reason, sha256, t_inbox, t_verified)"
+                     " VALUES (?,?,?,?,?,?,?)", (stem, expid, PartState.QUARANTINED, reason, sha256, t_inbox, time.time()))
 
     def forget_quarantined(self, stem: str) -> None:
-        self._exec("DELETE FROM parts WHERE stem=? AND state='quarantined'", (stem,))
+        self.execute("DELETE FROM parts WHERE stem=? AND state=?", (stem, PartState.QUARANTINED))
 
-    def set_part(self, stem: str, **fields) -> None:
-        keys = ", ".join(f"{k}=?" for k in fields)
-        self._exec(f"UPDATE parts SET {keys} WHERE stem=?", (*fields.values(), stem))
-
-    def refresh_part_state(self, stem: str, now: float | None = None) -> str:
+    def refresh_part_state(self, stem: str, now: float | None = None) -> PartState:
         """Derive a part's state from its tasks: queued, active, done (all done) or failed (all final)."""
         with self._lock:
-            counts = {r["state"]: r["c"] for r in
-                      self._rows("SELECT state, COUNT(*) AS c FROM tasks WHERE part=? GROUP BY state", (stem,))}
-            total = sum(counts.values())
-            final = sum(counts.get(s, 0) for s in FINAL)
-            if total and counts.get("done", 0) == total:
-                state = "done"
-            elif total and final == total:
-                state = "failed"
-            elif counts.get("queued", 0) == total:
-                state = "queued"
-            else:
-                state = "active"
+            state = part_state_from_tasks(r["state"] for r in self.rows("SELECT state FROM tasks WHERE part=?", (stem,)))
             part = self.part(stem)
             if part and part.state != state:
-                self.set_part(stem, state=state, t_done=(now or time.time()) if state in ("done", "failed") else None)
+                finished = state in (PartState.DONE, PartState.FAILED)
+                self.update("parts", {"stem": stem}, {"state": state, "t_done": (now or time.time()) if finished else None})
             return state
 
     # ---------------------------------------------------------------- tasks
@@ -236,19 +218,59 @@ class StateDB:
             if value is not None:
                 sql += f" AND {key}=?"
                 args.append(value)
-        return [_task_row(r) for r in self._rows(sql + " ORDER BY t_queued, part, ccd", args)]
+        return [_task_row(r) for r in self.rows(sql + " ORDER BY t_queued, part, ccd", args)]
+
+    def task(self, part: str, ccd: int) -> TaskRow | None:
+        rows = self.rows("SELECT * FROM tasks WHERE part=? AND ccd=?", (part, ccd))
+        return _task_row(rows[0]) if rows else None
 
     def count_tasks(self, *states: str) -> int:
         marks = ",".join("?" * len(states))
-        return int(self._rows(f"SELECT COUNT(*) AS c FROM tasks WHERE state IN ({marks})", states)[0]["c"])
+        return int(self.rows(f"SELECT COUNT(*) AS c FROM tasks WHERE state IN ({marks})", states)[0]["c"])
 
-    def set_task(self, part: str, ccd: int, **fields) -> None:
-        if "result" in fields and fields["result"] is not None and not isinstance(fields["result"], str):
-            fields["result"] = json.dumps(fields["result"], default=str)
-        if "prior_shift" in fields and fields["prior_shift"] is not None:
+    def _set_task(self, part: str, ccd: int, **fields) -> None:
+        """The one place task columns are written (known columns only; JSON columns encoded)."""
+        if fields.get("result") is not None and not isinstance(fields["result"], str):
+            result = fields["result"]
+            fields["result"] = result.to_json() if hasattr(result, "to_json") else json.dumps(result, default=str)
+        if fields.get("prior_shift") is not None:
             fields["prior_shift"] = json.dumps(list(fields["prior_shift"]))
-        keys = ", ".join(f"{k}=?" for k in fields)
-        self._exec(f"UPDATE tasks SET {keys} WHERE part=? AND ccd=?", (*fields.values(), part, ccd))
+        self.update("tasks", {"part": part, "ccd": ccd}, fields)
+
+    # transitions: queue -> submitted -> running -> done | failed | lost, or back to queued for a retry
+    def mark_running(self, part: str, ccd: int) -> None:
+        """The scheduler runs the task (it is back in sight if it was missing)."""
+        self._set_task(part, ccd, state=TaskState.RUNNING, missing_since=None)
+
+    def mark_pending(self, part: str, ccd: int) -> None:
+        """The task waits in the scheduler's queue (it is back in sight if it was missing)."""
+        self._set_task(part, ccd, state=TaskState.SUBMITTED, missing_since=None)
+
+    def mark_missing(self, part: str, ccd: int, since: float) -> None:
+        """First poll that found the task neither queued nor finished."""
+        self._set_task(part, ccd, missing_since=since)
+
+    def finish(self, part: str, ccd: int, result: TaskResult, now: float | None = None) -> None:
+        """The task is done with ``result`` (its timings give t_started / t_finished)."""
+        self._set_task(part, ccd, state=TaskState.DONE, result=result, reason=None, t_started=result.started,
+                       t_finished=result.finished or now or time.time(), missing_since=None)
+
+    def record_attempt(self, part: str, ccd: int, result: TaskResult | None, now: float | None = None) -> None:
+        """Keep a failed attempt's result and times (a retry or :meth:`fail` follows)."""
+        if result is None:
+            return
+        self._set_task(part, ccd, result=result, t_started=result.started,
+                       t_finished=result.finished or now or time.time())
+
+    def fail(self, part: str, ccd: int, reason: str, now: float | None = None) -> None:
+        """The task kept failing: final ``failed`` with ``reason``."""
+        self._set_task(part, ccd, state=TaskState.FAILED, reason=reason, t_finished=now or time.time(),
+                       missing_since=None)
+
+    def lose(self, part: str, ccd: int, reason: str, now: float | None = None) -> None:
+        """The task kept leaving the queue without a result: final ``lost`` with ``reason``."""
+        self._set_task(part, ccd, state=TaskState.LOST, reason=reason, t_finished=now or time.time(),
+                       missing_since=None)
 
     def requeue(self, part: str, ccd: int, *, attempt: int, reason: str | None, mem_gb: float | None = None,
                 time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None,
@@ -257,7 +279,7 @@ class StateDB:
 
         ``new_budget``: this attempt starts a fresh count against ``ingest.max_attempts`` (reprocess).
         """
-        fields = dict(state="queued", attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
+        fields = dict(state=TaskState.QUEUED, attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
                       missing_since=None, t_queued=time.time(), t_submitted=None, t_started=None, t_finished=None)
         if new_budget:
             fields["first_attempt"] = attempt
@@ -267,7 +289,7 @@ class StateDB:
             fields["time_minutes"] = time_minutes
         if prior_shift is not None:
             fields["prior_shift"] = prior_shift
-        self.set_task(part, ccd, **fields)
+        self._set_task(part, ccd, **fields)
 
     # ---------------------------------------------------------------- submissions
     def add_submission(self, part: str, executor: str, job_id: str | None, name: str, spec: str,
@@ -275,77 +297,66 @@ class StateDB:
         """Record an array and mark its tasks submitted (index i runs ``ccds[i]``), in one transaction."""
         now = now or time.time()
         with self.transaction():
-            cur = self._exec("INSERT INTO submissions(part, executor, job_id, name, spec, folder, ntasks, t_submitted)"
-                             " VALUES (?,?,?,?,?,?,?,?)", (part, executor, job_id, name, spec, folder, len(ccds), now))
+            cur = self.execute("INSERT INTO submissions(part, executor, job_id, name, spec, folder, ntasks, t_submitted)"
+                               " VALUES (?,?,?,?,?,?,?,?)", (part, executor, job_id, name, spec, folder, len(ccds), now))
             sub_id = int(cur.lastrowid)
             for i, (ccd, tid) in enumerate(zip(ccds, task_ids, strict=True)):
-                self.set_task(part, ccd, state="submitted", submission=sub_id, idx=i, job_id=tid, t_submitted=now,
-                              missing_since=None)
-            self._exec("UPDATE parts SET t_submitted=COALESCE(t_submitted, ?), state='active' WHERE stem=?", (now, part))
+                self._set_task(part, ccd, state=TaskState.SUBMITTED, submission=sub_id, idx=i, job_id=tid,
+                               t_submitted=now, missing_since=None)
+            self.execute("UPDATE parts SET t_submitted=COALESCE(t_submitted, ?), state=? WHERE stem=?",
+                         (now, PartState.ACTIVE, part))
         return sub_id
 
     def submission(self, sub_id: int) -> SubmissionRow | None:
-        rows = self._rows("SELECT * FROM submissions WHERE id=?", (sub_id,))
+        rows = self.rows("SELECT * FROM submissions WHERE id=?", (sub_id,))
         return SubmissionRow(**dict(rows[0])) if rows else None
 
     def submissions(self) -> list[SubmissionRow]:
-        return [SubmissionRow(**dict(r)) for r in self._rows("SELECT * FROM submissions ORDER BY id")]
+        return [SubmissionRow(**dict(r)) for r in self.rows("SELECT * FROM submissions ORDER BY id")]
 
     def last_part_submission_time(self) -> float | None:
-        row = self._rows("SELECT MAX(t_submitted) AS t FROM parts")[0]
+        row = self.rows("SELECT MAX(t_submitted) AS t FROM parts")[0]
         return row["t"]
 
     # ---------------------------------------------------------------- nights
     def masters_built(self, night: str) -> float | None:
-        rows = self._rows("SELECT t_masters FROM nights WHERE night=?", (night,))
+        rows = self.rows("SELECT t_masters FROM nights WHERE night=?", (night,))
         return rows[0]["t_masters"] if rows else None
 
     def set_masters_built(self, night: str, t: float, count: int, reason: str | None = None) -> None:
-        self._exec("INSERT OR REPLACE INTO nights(night, t_masters, masters, reason) VALUES (?,?,?,?)",
-                   (night, t, count, reason))
+        self.execute("INSERT OR REPLACE INTO nights(night, t_masters, masters, reason) VALUES (?,?,?,?)",
+                     (night, t, count, reason))
 
     def calibration_nights(self) -> dict[str, dict[str, float | int]]:
         """Per night with calibration tasks: how many are not final, and when the last one finished done."""
         out = {}
-        for r in self._rows("SELECT night, SUM(state NOT IN ('done','failed','lost')) AS pending,"
-                            " MAX(CASE WHEN state='done' THEN t_finished END) AS last_done"
-                            " FROM tasks WHERE kind IN ('bias','flat') GROUP BY night"):
+        final = ",".join("?" * len(TASK_FINAL))
+        for r in self.rows(f"SELECT night, SUM(state NOT IN ({final})) AS pending,"
+                           " MAX(CASE WHEN state=? THEN t_finished END) AS last_done"
+                           " FROM tasks WHERE kind IN ('bias','flat') GROUP BY night", (*sorted(TASK_FINAL), TaskState.DONE)):
             out[r["night"]] = {"pending": int(r["pending"] or 0), "last_done": r["last_done"]}
         return out
 
     # ---------------------------------------------------------------- events, summary
     def event(self, level: str, message: str, part: str | None = None, now: float | None = None) -> None:
-        self._exec("INSERT INTO events(t, level, part, message) VALUES (?,?,?,?)", (now or time.time(), level, part, message))
-
-    def events(self, limit: int = 50, level: str | None = None) -> list[sqlite3.Row]:
-        if level:
-            return self._rows("SELECT * FROM events WHERE level=? ORDER BY t DESC LIMIT ?", (level, limit))
-        return self._rows("SELECT * FROM events ORDER BY t DESC LIMIT ?", (limit,))
+        """Record an event directly (code that logs uses :class:`dwfhpc.db.EventHandler` instead)."""
+        self.add_event(level, message, part, now)
 
     def counts(self, table: str) -> dict[str, int]:
         if table not in ("parts", "tasks"):
             raise ValueError(table)
-        return {r["state"]: r["c"] for r in self._rows(f"SELECT state, COUNT(*) AS c FROM {table} GROUP BY state")}
+        return self.state_counts(table)
 
 
-class _Transaction:
-    def __init__(self, db: StateDB):
-        self.db = db
-
-    def __enter__(self) -> StateDB:
-        self.db._lock.acquire()
-        self.db._db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.db._db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self.db._lock.release()
+def _part_row(r: sqlite3.Row) -> PartRow:
+    d = dict(r)
+    d["state"] = PartState(d["state"])
+    return PartRow(**d)
 
 
 def _task_row(r: sqlite3.Row) -> TaskRow:
     d = dict(r)
+    d["state"] = TaskState(d["state"])
     d["result"] = json.loads(d["result"]) if d["result"] else None
     d["prior_shift"] = tuple(json.loads(d["prior_shift"])) if d["prior_shift"] else None
     return TaskRow(**d)

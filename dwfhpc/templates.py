@@ -17,6 +17,7 @@ import jinja2
 from .atomic import atomic_write_text
 from .config import SiteSettings
 from .errors import DwfError
+from .scheduler import JOB_PREFIX, SCHEDULERS, Resources, scheduler_for
 
 
 def _environment(kind: str) -> jinja2.Environment:
@@ -27,14 +28,10 @@ def _environment(kind: str) -> jinja2.Environment:
     return env
 
 
-def _walltime(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
-
-
 def render(kind: str, template: str, **context) -> str:
     """Render ``template`` from the ``slurm`` or ``pbs`` template folder."""
-    if kind not in ("slurm", "pbs"):
-        raise DwfError(f"no templates for scheduler {kind!r} (slurm, pbs)")
+    if kind not in SCHEDULERS:
+        raise DwfError(f"no templates for scheduler {kind!r} ({', '.join(SCHEDULERS)})")
     try:
         return _environment(kind).get_template(template).render(**context)
     except jinja2.TemplateNotFound:
@@ -44,18 +41,14 @@ def render(kind: str, template: str, **context) -> str:
 
 
 def array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: int, job_name: str, log_dir: str | Path,
-                 *, command: str | None = None) -> str:
-    """The calibration-array script for one task spec, resources from the site's scheduler settings."""
-    s = site.scheduler
-    context = dict(
-        job_name=job_name, ntasks=ntasks, parallelism=s.array_parallelism, time=_walltime(s.time_minutes),
-        mem_mb=int(s.mem_gb * 1024), cpus=s.cpus_per_task, partition=s.partition, account=s.account, qos=s.qos,
-        reservation=s.reservation, queue=s.queue, tmp_mb=int(s.tmp_gb * 1024) if s.tmp_gb else None,
-        log_dir=str(log_dir), setup=s.setup, extra=s.extra, syntax=s.pbs_array_syntax, spec=str(spec),
-        command=command or f"{shlex.quote(sys.executable)} -m dwfhpc.cli",
-    )
-    name = "calibrate-array.sbatch" if kind == "slurm" else "calibrate-array.pbs"
-    return render(kind, name, **context)
+                 *, command: str | None = None, resources: Resources | None = None) -> str:
+    """The calibration-array script for one task spec; ``resources`` default to the site's scheduler settings
+    (ingest passes one attempt's memory and time)."""
+    sched = scheduler_for(kind, site.scheduler)
+    res = resources or sched.resources()
+    return render(kind, f"calibrate-array{sched.script_suffix}", ntasks=ntasks, setup=res.setup, spec=str(spec),
+                  directives=sched.directives(res, job_name=job_name, ntasks=ntasks, log_dir=log_dir),
+                  command=command or f"{shlex.quote(sys.executable)} -m dwfhpc.cli")
 
 
 def write_array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: int, job_name: str, out: Path,
@@ -67,8 +60,9 @@ def write_array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: 
 def stage_image_script(site: SiteSettings, kind: str, image: str | Path, dest: str | Path, nodes: int,
                        log_dir: str | Path) -> str:
     """Script that copies ``image`` into ``dest`` on ``nodes`` nodes (checksum-verified, renamed into place)."""
+    sched = scheduler_for(kind, site.scheduler)
     s = site.scheduler
-    name = "stage-image.sbatch" if kind == "slurm" else "stage-image.pbs"
-    return render(kind, name, image=str(image), dest=str(dest), nodes=nodes, partition=s.partition,
-                  account=s.account, reservation=s.reservation, queue=s.queue, syntax=s.pbs_array_syntax,
-                  log_dir=str(log_dir))
+    res = Resources(time_minutes=15, mem_gb=None, cpus=None, nodes=nodes, signal_delay_s=None, partition=s.partition,
+                    account=s.account, reservation=s.reservation, queue=s.queue)
+    directives = sched.directives(res, job_name=f"{JOB_PREFIX}stage-image", log_dir=log_dir, log_name=sched.job_log_name)
+    return render(kind, f"stage-image{sched.script_suffix}", image=str(image), dest=str(dest), directives=directives)

@@ -96,6 +96,84 @@ def test_retryable_classification():
     assert classify(23, "") and classify(30, "") and classify(12, "") and classify(10, "") and classify(35, "")
     assert not classify(1, "rsync: syntax or usage error")
     assert not classify(11, "No space left on device")
+    assert not classify(255, "Host key verification failed.\r\nrsync: connection unexpectedly closed")  # no retry heals it
+    assert not classify(255, "root@h: Permission denied (publickey).")
+
+
+def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
+    """Both files after ``--``, the destination a folder, our ``-e ssh`` with host keys checked; no shell."""
+    from dwfhpc.config import TransportSettings
+    from dwfhpc.push import transport as tmod
+
+    (tmp_path / "known_hosts").write_text("")
+    t = TransportSettings(kind="ssh", host="recv.example", user="dwf", known_hosts=str(tmp_path / "known_hosts"),
+                          staging="/data/staging", inbox="/data/inbox", bwlimit_kbps=100)
+    calls: list[list[str]] = []
+
+    def fake_run(argv, timeout, what):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "-rw-r--r--  5 2025/01/01 00:00:00 A.p1of1.tar\n", "")
+
+    monkeypatch.setattr(tmod, "_run", fake_run)
+    tr = SshTransport(t, None, 1, tmp_path)
+    tar, man = tmp_path / "DECam_01100001.p1of2.tar", tmp_path / "DECam_01100001.p1of2.manifest.json"
+    tr.deliver(tar, man)
+    assert tr.listing() == {"A.p1of1.tar": 5}
+    rsync, move, listing = calls
+    assert rsync[0] == "rsync" and rsync[-4:] == ["--", str(tar), str(man), "dwf@recv.example:/data/staging/"]
+    assert {"-a", "--partial-dir=.rsync-partial", "--secluded-args", "--bwlimit=100",
+            "--compare-dest=/data/inbox"} <= set(rsync)
+    rsh = rsync[rsync.index("-e") + 1]
+    assert "StrictHostKeyChecking=yes" in rsh and f"ControlPath={tmp_path}/cm-%C-1" in rsh
+    assert move[0] == "ssh" and move[-2] == "dwf@recv.example"
+    assert listing[0] == "rsync" and "--list-only" in listing and "dwf@recv.example:/data/inbox/" in listing
+    assert tmod.rsync_command([tar, man], "/", ["-a"])[-1] == "/"
+    assert tmod.LocalTransport(t, tmp_path / "s", tmp_path / "i").prepare() is None  # base: nothing to prepare
+
+
+def test_one_retry_helper_backs_off_and_gives_up(tmp_path):
+    import io
+
+    from dwfhpc.config import TransportSettings
+    from dwfhpc.push.sender import Retry
+    from dwfhpc.push.view import PushView, ViewState
+
+    t = TransportSettings(retries=2, backoff_seconds=0.01, backoff_max=0.02)
+    j = Journal(tmp_path / "j.sqlite")
+    out = io.StringIO()
+    stop = threading.Event()
+    retry = Retry(t, j, PushView(ViewState(streams=[]), live=False, out=out), stop)
+    tries = []
+
+    def flaky(fail: int, retryable: bool = True):
+        def fn():
+            tries.append(1)
+            if len(tries) <= fail:
+                raise TransferError("connection refused", retryable=retryable)
+            return "ok"
+        return fn
+
+    assert retry(flaky(2), "listing", limit=2) == "ok" and len(tries) == 3
+    tries.clear()
+    with pytest.raises(TransferError):
+        retry(flaky(3), "listing", limit=2)
+    assert len(tries) == 3
+    tries.clear()
+    assert retry(flaky(5), "DECam_1.p1of2.tar", limit=None, expid="DECam_1", part="DECam_1.p1of2.tar") == "ok"
+    tries.clear()
+    with pytest.raises(TransferError):
+        retry(flaky(1, retryable=False), "listing", limit=2)
+    assert len(tries) == 1
+    tries.clear()
+    stop.set()
+    with pytest.raises(TransferError):
+        retry(flaky(1), "listing", limit=None)
+    assert len(tries) == 1
+    j.close()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        delays = [r[0] for r in db.execute("SELECT message FROM events WHERE expid='DECam_1' ORDER BY t")]
+    assert [d.split(" in ")[1].split(" s")[0] for d in delays] == ["0.01", "0.02", "0.02", "0.02", "0.02"]
+    assert "event=retry what=listing attempt=1" in out.getvalue() and "part=DECam_1.p1of2.tar attempt=5" in out.getvalue()
 
 
 def test_temporaries_ignored():
@@ -240,6 +318,22 @@ def test_ssh_refuses_unknown_host_key(tmp_path, raw_cache, sshd_server):
         tr.deliver(parts[0].tar, parts[0].manifest)
     assert "host key" in str(err.value).lower() or "verification failed" in str(err.value).lower()
     assert not (tmp_path / "cluster" / "inbox").exists()
+
+
+@pytest.mark.ssh
+def test_ssh_push_refused_host_key_fails_cleanly(tmp_path, raw_cache, sshd_server):
+    """A refused host key stops push before any stream starts: the error itself, and the journal lock released."""
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[{sshd_server.host}]:{sshd_server.port} ssh-ed25519 "
+                     "AAAAC3NzaC1lZDI1NTE5AAAAIEyCsbkYVqFV9Fx8nAVYiZLEmBz8ktR8GoEjnGxEG3tN\n")
+    site = site_for(tmp_path, sshd_server)
+    site.transport.known_hosts = str(wrong)
+    site.transport.retries = 1  # ssh exits 255 on a refused host key, which counts as retryable
+    drop(raw_cache, site.path(site.push.raw_dir), [1])
+    with pytest.raises(TransferError, match="(?i)host key|verification failed"):
+        run_push(site)
+    site.transport.known_hosts = str(sshd_server.known_hosts)
+    assert run_push(site).delivered == 1  # the lock was released
 
 
 @pytest.mark.ssh

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..config import InstrumentSettings, SiteSettings, load_any, load_site, shipped_configs
+from ..errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check or show configuration files")
     s = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = s.add_parser("check", help="validate site or instrument YAML files; non-zero exit on the first error")
+    c = s.add_parser("check", help="validate site or instrument YAML files: every problem in every file, one a line (exit 2 if any)")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.set_defaults(func=check)
     w = s.add_parser("show", help="print a site config with every default filled in")
@@ -24,9 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
+    """Every file is checked; every problem is printed (``file: key.path: problem``, one a line, on stderr).
+
+    Exit 0 when all files are fine, 2 (the CLI's error status) when any problem was found.
+    """
+    problems = bad_files = 0
     for f in args.files:
-        settings = load_any(f)
+        try:
+            settings = load_any(f)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            problems += len(exc.problems)
+            bad_files += 1
+            continue
         print(f"{f}: ok ({type(settings).__name__.replace('Settings', '').lower()} config)")
+    if problems:
+        files = f" in {bad_files} of {len(args.files)} files" if len(args.files) > 1 else ""
+        print(f"dwfhpc config: error: {problems} problem{'s' if problems > 1 else ''}{files}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import load_site
 from ..errors import DwfError
 from ..ops.fullred import default_script_path, plan, record, submit, write_script
+from ..scheduler import scheduler_for
 from ..state import StateDB
 
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     what = f"HSC visit {red.visit} ({red.expid}): {len(red.ccds)} CCDs, rerun {red.rerun}"
     if args.emit:
-        print(f"{what}: script written to {script} (submit with: {'sbatch' if red.scheduler == 'slurm' else 'qsub'} "
+        print(f"{what}: script written to {script} (submit with: {scheduler_for(red.scheduler).submit_command[0]} "
               f"{script})")
     else:
         print(f"{what}: submitted as {red.scheduler} job {red.job_id} ({script}); output in {red.out_dir}")

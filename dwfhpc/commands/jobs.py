@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..ops.jobs import JOB_PREFIX, by_state, slurm_tasks
+from ..ops.jobs import JOB_PREFIX, by_state, queued_tasks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tasks = slurm_tasks(args.prefix)
+    tasks = queued_tasks(args.prefix)
     counts = by_state(tasks)
     if args.json:
         print(json.dumps({"counts": counts, "tasks": [t.__dict__ | {"state": t.display_state} for t in tasks]}))

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = run_task(args.spec, args.index, write=True)
-    summary = {k: result.get(k) for k in ("status", "expid", "ccd", "index", "error", "interrupted", "timings",
+    summary = {k: result.get(k) for k in ("status", "expid", "ccd", "index", "error", "error_kind", "interrupted", "timings",
                                           "bytes_written")}
     print(json.dumps(summary, default=str), flush=True)
     if result["status"] != "ok":

@@ -7,6 +7,7 @@ import json
 
 from ..config import load_site
 from ..ingest.status import summary
+from ..report.counts import GROUPS, LABELS, CCDCounts
 from ..state import StateDB
 
 
@@ -31,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1))
         return 0
     print(f"state {path}" + (f" (night {args.night})" if args.night else ""))
+    for group in GROUPS:
+        c = s["ccds"][group]
+        print("  " + CCDCounts(c["calibrated"], c["failed"], c["lost"], c["in_flight"]).phrase(LABELS[group]))
     for what in ("exposures", "parts", "tasks"):
         print(f"  {what:10s} " + (", ".join(f"{k} {v}" for k, v in s[what].items()) or "none"))
     lat = s["latency_part_to_products"]

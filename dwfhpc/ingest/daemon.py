@@ -4,6 +4,10 @@ Two cadences: the inbox is scanned every ``inbox_poll_seconds`` (a directory lis
 part is submitted at once), the scheduler is asked about our tasks every ``poll_seconds`` (one
 status query for all of them), so a short inbox cadence costs the scheduler nothing.
 
+What ingest logs about a part (``extra={"part": stem}``) and every warning or error is also
+recorded in the state DB's events table (:class:`dwfhpc.db.EventHandler`, installed for the
+``dwfhpc.ingest`` loggers while the ingest is open), so each message is written once.
+
 Everything lives in the state DB, so a killed ingest restarts where it was: parts already
 verified are not verified again, submitted tasks are not submitted again, and running arrays are
 re-attached by the task ids the DB recorded (results are files beside the specs; the queue is
@@ -20,7 +24,9 @@ from pathlib import Path
 
 from ..config import SiteSettings
 from ..locking import RESTART_WAIT_SECONDS, FileLock
-from ..state import ACTIVE, StateDB
+from ..db import install_event_handler, remove_event_handler
+from ..state import StateDB
+from ..states import TASK_ACTIVE, TaskState
 from .collector import Collector
 from .executors import ArrayExecutor, make_executor
 from .inbox import Inbox
@@ -28,7 +34,7 @@ from .masters import MastersKeeper
 from .submitter import Submitter
 from .throttle import Throttle
 
-log = logging.getLogger("dwfhpc.ingest")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,8 +55,10 @@ class Ingest:
         ing = site.ingest
         self.state_path = site.path(ing.state_db)
         self.lock = FileLock(self.state_path, "dwfhpc ingest", wait_seconds=RESTART_WAIT_SECONDS)
+        self._events = None
         try:
             self.db = StateDB(self.state_path)
+            self._events = install_event_handler(self.db, "dwfhpc.ingest")  # ingest's log lines -> events table
             self.executor = executor or make_executor(site, self.opts.executor)
             max_jobs = self.opts.max_jobs or ing.max_jobs or self.executor.default_max_jobs()
             self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
@@ -63,6 +71,8 @@ class Ingest:
             self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
                                        lost_after=ing.lost_after_seconds)
         except BaseException:
+            if self._events is not None:
+                remove_event_handler(self._events)
             self.lock.release()
             raise
         self.poll_seconds = self.opts.poll_seconds or ing.poll_seconds
@@ -101,8 +111,8 @@ class Ingest:
         """Nothing waiting in the inbox, queued, running or being built."""
         inbox = self.site.path(self.site.ingest.inbox)
         waiting = any(inbox.glob("*.manifest.json")) if inbox.is_dir() else False
-        return (not waiting and not self.db.count_tasks("queued", *ACTIVE) and not self.masters.blocked_nights()
-                and not (self.masters._thread and self.masters._thread.is_alive()))
+        return (not waiting and not self.db.count_tasks(TaskState.QUEUED, *TASK_ACTIVE)
+                and not self.masters.blocked_nights() and not (self.masters._thread and self.masters._thread.is_alive()))
 
     def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None) -> dict:
         """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`)."""
@@ -131,6 +141,7 @@ class Ingest:
         self.masters.wait(timeout=300)
         self.inbox.close()
         self.executor.close()
+        remove_event_handler(self._events)
         self.db.close()
         self.lock.release()
 

@@ -14,11 +14,13 @@ from ..errors import DwfError
 from ..layout import tar_for_manifest
 from ..node import TaskSpec
 from ..parts import verify_part
+from ..scheduler import job_name, scheduler_for
 from ..templates import write_array_script
 
 
 def emit_scripts(site: SiteSettings, out_dir: Path, kind: str = "slurm") -> list[Path]:
     out_dir = Path(out_dir)
+    sched = scheduler_for(kind, site.scheduler)
     inbox = site.path(site.ingest.inbox)
     written = []
     for manifest_path in sorted(inbox.glob("*.manifest.json")) if inbox.is_dir() else []:
@@ -32,7 +34,7 @@ def emit_scripts(site: SiteSettings, out_dir: Path, kind: str = "slurm") -> list
         spec = TaskSpec.from_site(site, manifest_path, tar, manifest=manifest,
                                   require_masters=site.node.require_masters and manifest.kind == "science")
         spec_path = spec.write(out_dir / f"{stem}.json")
-        suffix = ".sbatch" if kind == "slurm" else ".pbs"
-        written.append(write_array_script(site, kind, spec_path, len(spec.ccds), f"dwf-{manifest.expid}-p{manifest.part}",
-                                          out_dir / f"{stem}{suffix}", out_dir / "logs"))
+        written.append(write_array_script(site, kind, spec_path, len(spec.ccds),
+                                          job_name(manifest.expid, f"p{manifest.part}"),
+                                          out_dir / f"{stem}{sched.script_suffix}", out_dir / "logs"))
     return written

@@ -25,8 +25,9 @@ from ..errors import DwfError
 from ..layout import parse_part_stem, tar_for_manifest
 from ..parts import read_manifest, verify_part
 from ..state import StateDB
+from ..states import PartState
 
-log = logging.getLogger("dwfhpc.ingest")
+log = logging.getLogger(__name__)
 _MANIFEST = ".manifest.json"
 
 
@@ -89,7 +90,7 @@ class Inbox:
         for manifest_path in manifest_paths:
             stem = manifest_path.name[: -len(_MANIFEST)]
             known = self.db.part(stem)
-            if known is not None and known.state != "quarantined":
+            if known is not None and known.state != PartState.QUARANTINED:
                 continue  # a duplicate: compared by sha256 from the manifest, not hashed
             try:
                 manifest = read_manifest(manifest_path)
@@ -125,7 +126,7 @@ class Inbox:
                                     t_inbox, out, sha=manifest.tar_sha256)
         self._first_seen.pop(stem, None)
         known = self.db.part(stem)
-        if known is not None and known.state != "quarantined":
+        if known is not None and known.state != PartState.QUARANTINED:
             return self._duplicate(known, stem, manifest, manifest_path, tar, t_inbox, out)
         try:
             if hashing is not None:
@@ -142,8 +143,7 @@ class Inbox:
                          mem_gb=self.mem_gb, time_minutes=self.time_minutes, now=now)
         _move(tar, dest_tar)
         _move(manifest_path, dest_manifest)
-        self.db.event("info", f"{stem}: verified ({manifest.kind}, {len(manifest.ccds)} CCDs), queued", stem)
-        log.info("%s: verified (%s, %d CCDs), queued", stem, manifest.kind, len(manifest.ccds))
+        log.info("%s: verified (%s, %d CCDs), queued", stem, manifest.kind, len(manifest.ccds), extra={"part": stem})
         out.accepted.append(stem)
         return None
 
@@ -164,8 +164,7 @@ class Inbox:
             return None
         tar.unlink(missing_ok=True)
         manifest_path.unlink(missing_ok=True)
-        self.db.event("info", f"{stem}: delivered again (same sha256), not queued twice", stem)
-        log.info("%s: duplicate delivery (same sha256), not queued again", stem)
+        log.info("%s: delivered again (same sha256), not queued twice", stem, extra={"part": stem})
         out.duplicates.append(stem)
         return None
 
@@ -179,7 +178,6 @@ class Inbox:
         (folder / "reason.txt").write_text(reason + "\n")
         if record:
             self.db.quarantine_part(stem, expid, reason, t_inbox, sha)
-        self.db.event("error", f"{stem}: quarantined: {reason}", stem)
-        log.error("%s: quarantined in %s: %s", stem, folder, reason)
+        log.error("%s: quarantined: %s (in %s)", stem, reason, folder, extra={"part": stem})
         out.quarantined.append((stem, reason))
         return None

@@ -17,7 +17,7 @@ from ..calibrate import build_night_masters
 from ..errors import DwfError
 from ..state import StateDB
 
-log = logging.getLogger("dwfhpc.ingest")
+log = logging.getLogger(__name__)
 
 
 class MastersKeeper:
@@ -56,12 +56,11 @@ class MastersKeeper:
         try:
             made = build_night_masters(self.library, self.masters, night, progress=lambda s: None)
             self.db.set_masters_built(night, started, len(made))
-            self.db.event("info", f"night {night}: {len(made)} masters built")
-            log.info("night %s: %d masters built in %.1f s", night, len(made), time.time() - started)
+            log.info("night %s: %d masters built in %.1f s", night, len(made), time.time() - started,
+                     extra={"part": None})
         except (DwfError, OSError, ValueError) as exc:
             self.db.set_masters_built(night, started, 0, str(exc))
-            self.db.event("error", f"night {night}: masters not built: {exc}")
-            log.error("night %s: masters not built: %s", night, exc)
+            log.error("night %s: masters not built: %s", night, exc, extra={"part": None})
         finally:
             self._building = None
 

@@ -1,8 +1,11 @@
-"""What ``dwfhpc status`` shows: parts and tasks by state, latency part arrival -> products, failures."""
+"""What ``dwfhpc status`` shows: science and calibration CCDs, parts and tasks by state, latency part
+arrival -> products, failures. The CCD counts are :func:`dwfhpc.report.counts.ccd_counts`, the same
+the demo's summary and the night report use."""
 
 from __future__ import annotations
 
 from ..report import percentile
+from ..report.counts import ccd_counts, counts_dict
 from ..state import StateDB
 
 
@@ -27,6 +30,7 @@ def summary(db: StateDB, night: str | None = None) -> dict:
     count = lambda items: {s: sum(i.state == s for i in items) for s in sorted({i.state for i in items})}  # noqa: E731
     return {
         "night": night,
+        "ccds": counts_dict(ccd_counts(db, night)),
         "exposures": exp_states,
         "parts": count(parts),
         "tasks": count(tasks),

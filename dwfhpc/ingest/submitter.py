@@ -17,11 +17,12 @@ from ..config import SiteSettings
 from ..errors import DwfError
 from ..node import TaskSpec, result_path
 from ..parts import read_manifest
-from ..state import ACTIVE, PartRow, StateDB, TaskRow
+from ..state import PartRow, StateDB, TaskRow
+from ..states import TASK_ACTIVE, TaskState
 from .executors import ArrayExecutor, ArrayRequest
 from .throttle import Throttle
 
-log = logging.getLogger("dwfhpc.ingest")
+log = logging.getLogger(__name__)
 
 
 def job_name(part: PartRow) -> str:
@@ -62,10 +63,10 @@ class Submitter:
     def submit_ready(self, blocked_nights: set[str] = frozenset(), now: float | None = None) -> int:
         """Submit what the throttles allow; returns the number of tasks submitted."""
         now = now or time.time()
-        queued = [t for t in self.db.tasks("queued") if not (t.kind == "science" and t.night in blocked_nights)]
+        queued = [t for t in self.db.tasks(TaskState.QUEUED) if not (t.kind == "science" and t.night in blocked_nights)]
         if not queued:
             return 0
-        slots = self.throttle.slots(self.db.count_tasks(*ACTIVE))
+        slots = self.throttle.slots(self.db.count_tasks(*TASK_ACTIVE))
         parts = {stem: part for stem in {t.part for t in queued} if (part := self.db.part(stem)) is not None}
         submitted = 0
         for stem in sorted(parts, key=lambda s: (parts[s].t_inbox or 0.0, s)):  # oldest arrival first
@@ -97,14 +98,11 @@ class Submitter:
         try:
             sub = self.executor.submit(request)
         except DwfError as exc:  # the scheduler refused: the tasks stay queued, tried again next poll
-            self.db.event("error", f"{part.stem}: submission failed: {exc}", part.stem)
-            log.error("%s: submission failed (will retry): %s", part.stem, exc)
+            log.error("%s: submission failed (will retry): %s", part.stem, exc, extra={"part": part.stem})
             return 0
         self.db.add_submission(part.stem, self.executor.name, sub.job_id, request.name, str(path), sub.folder,
                                [t.ccd for t in tasks], sub.task_ids, now=time.time())
         attempt = f" (attempt {tasks[0].attempt})" if tasks[0].attempt > 1 else ""
-        self.db.event("info", f"{part.stem}: array of {len(tasks)} submitted{attempt}"
-                      + (f" as job {sub.job_id}" if sub.job_id else ""), part.stem)
-        log.info("%s: array of %d tasks submitted%s%s", part.stem, len(tasks), attempt,
-                 f" (job {sub.job_id})" if sub.job_id else "")
+        log.info("%s: array of %d submitted%s%s", part.stem, len(tasks), attempt,
+                 f" as job {sub.job_id}" if sub.job_id else "", extra={"part": part.stem})
         return len(tasks)

@@ -9,6 +9,7 @@ from astropy.io import fits
 
 from ..errors import FitsFormatError
 from ..fitsio_utils import merge_headers, open_fits
+from ..night import observation_time
 from .base import KINDS, Amplifier, CCDGeometry, ExposureInfo, Instrument
 from .decam import DECam
 from .hsc import HSC
@@ -17,7 +18,8 @@ INSTRUMENTS: dict[str, type[Instrument]] = {"decam": DECam, "hsc": HSC}
 
 __all__ = [
     "KINDS", "Amplifier", "CCDGeometry", "ExposureInfo", "Instrument", "DECam", "HSC",
-    "INSTRUMENTS", "get_instrument", "instrument_for", "detect", "CCDHeader", "read_ccd_headers", "exposure_info",
+    "INSTRUMENTS", "get_instrument", "instrument_for", "detect", "identify", "unknown_instrument",
+    "CCDHeader", "read_ccd_headers", "exposure_info",
 ]
 
 
@@ -30,13 +32,39 @@ def get_instrument(name: str, settings=None) -> Instrument:
     return cls(settings)
 
 
-def detect(header: fits.Header, path: str | Path | None = None, settings_by_name: dict | None = None) -> Instrument:
-    """The instrument that wrote ``header`` (from INSTRUME)."""
+def identify(header: fits.Header) -> tuple[str, str] | None:
+    """``(instrument name, how it was recognised)`` for ``header``, or None.
+
+    ``INSTRUME`` decides when present; without it each instrument's older conventions are tried
+    (see :meth:`DECam.identify`, :meth:`HSC.identify`).
+    """
     for name, cls in INSTRUMENTS.items():
-        if cls.matches(header):
-            settings = (settings_by_name or {}).get(name)
-            return cls(settings)
-    raise FitsFormatError(f"unknown instrument INSTRUME={header.get('INSTRUME')!r}", path)
+        how = cls.identify(header)
+        if how is not None:
+            return name, how
+    return None
+
+
+def unknown_instrument(header: fits.Header, path: str | Path | None = None) -> FitsFormatError:
+    """The error for a header no instrument recognises: the file, the keywords looked at, what they hold."""
+    looked = list(dict.fromkeys(k for cls in INSTRUMENTS.values() for k in cls.id_keywords))
+    instrume = Instrument._text(header, "INSTRUME")
+    if instrume is not None:
+        names = " nor ".join(repr(n) for n in ("DECam", "Hyper Suprime-Cam"))
+        return FitsFormatError(f"unknown instrument INSTRUME={instrume!r} (neither {names})", path)
+    found = [f"{k}={Instrument._text(header, k)!r}" for k in looked if Instrument._text(header, k) is not None]
+    return FitsFormatError(f"unknown instrument: no INSTRUME, and no DECam or HSC convention matches "
+                           f"(looked at {', '.join(looked)}; found {', '.join(found) if found else 'none of them'})",
+                           path)
+
+
+def detect(header: fits.Header, path: str | Path | None = None, settings_by_name: dict | None = None) -> Instrument:
+    """The instrument that wrote ``header``: INSTRUME, else the telescope and frame-id conventions of older headers."""
+    found = identify(header)
+    if found is None:
+        raise unknown_instrument(header, path)
+    name = found[0]
+    return INSTRUMENTS[name]((settings_by_name or {}).get(name))
 
 
 @dataclass(frozen=True)
@@ -98,7 +126,8 @@ def exposure_info(path: str | Path, instrument: Instrument | None = None) -> Exp
         kind=inst.kind(header),
         filter=inst.filter(header),
         field=inst.field(header),
-        date_obs=str(header.get("DATE-OBS", "")),
+        date_obs=str(header.get("DATE-OBS", "")).strip() or observation_time(header, str(path)).isoformat(
+            timespec="milliseconds").replace("+00:00", ""),
         exptime=float(header.get("EXPTIME", 0.0)),
         ccds=tuple(c.ccd for c in ccds),
     )

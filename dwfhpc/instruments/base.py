@@ -81,10 +81,22 @@ class Instrument(ABC):
     def good_ccds(self) -> tuple[int, ...]:
         return tuple(c for c in self.science_ccds if c not in self.bad_ccds)
 
+    #: the header keywords :meth:`identify` reads (named when no instrument recognises a header)
+    id_keywords: tuple[str, ...] = ("INSTRUME",)
+
     @classmethod
     @abstractmethod
+    def identify(cls, header: fits.Header) -> str | None:
+        """How ``header`` shows this instrument wrote it (e.g. ``"INSTRUME='DECam'"``), or None.
+
+        ``INSTRUME`` decides when it is there; older headers without it are recognised by
+        each instrument's own conventions (telescope, frame ids, file names).
+        """
+
+    @classmethod
     def matches(cls, header: fits.Header) -> bool:
         """True when ``header`` (primary or merged) was written by this instrument."""
+        return cls.identify(header) is not None
 
     @abstractmethod
     def expnum(self, header: fits.Header, path: str | Path | None = None) -> int: ...
@@ -118,6 +130,15 @@ class Instrument(ABC):
     @abstractmethod
     def raw_ccd_filename(self, expnum: int, ccd: int) -> str:
         """File name of one raw CCD as a member of a part (e.g. ``DECam_00200666_25.fits``)."""
+
+    @staticmethod
+    def _text(header: fits.Header, key: str) -> str | None:
+        """A keyword's value as stripped text; None when absent, undefined or blank."""
+        value = header.get(key)
+        if value is None or isinstance(value, fits.card.Undefined):
+            return None
+        text = str(value).strip()
+        return text or None
 
     def _int(self, header: fits.Header, key: str, path) -> int:
         if key not in header:

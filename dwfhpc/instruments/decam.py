@@ -20,6 +20,15 @@ GEOMETRY_KEYS = ("DATASECA", "DATASECB", "BIASSECA", "BIASSECB", "CCDSECA", "CCD
 _KIND = {"object": "science", "zero": "bias", "bias": "bias", "dome flat": "flat", "flat": "flat", "dark": "dark"}
 
 
+_NAME_EXPNUM = re.compile(r"^DECam_(\d{8})\.fits(\.fz)?$")
+
+
+def _expnum_from_name(name: str) -> int | None:
+    """The exposure number in a raw file name or path (``.../DECam_00200666.fits.fz`` -> 200666)."""
+    m = _NAME_EXPNUM.match(name.strip().rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
 class DECam(Instrument):
     name = "decam"
     pixel_scale = 0.263
@@ -28,11 +37,47 @@ class DECam(Instrument):
     science_ccds = tuple(range(1, 63))
     bad_ccds = (61,)
 
+    id_keywords = ("INSTRUME", "DTINSTRU", "FILTER", "TELESCOP", "DETECTOR", "FILENAME", "DTACQNAM")
+
     @classmethod
-    def matches(cls, header: fits.Header) -> bool:
-        return str(header.get("INSTRUME", "")).strip().lower() == "decam"
+    def identify(cls, header: fits.Header) -> str | None:
+        """``INSTRUME = 'DECam'``; without INSTRUME, the conventions of older and archive headers:
+
+        * ``DTINSTRU = 'decam'`` (NOAO archive keywords);
+        * ``FILTER`` naming DECam (``'z DECam SDSS c0004 9260.0 1520.0'``), as astro_metadata_translator does;
+        * ``TELESCOP`` the Blanco (``'CTIO 4.0-m telescope'``) with ``DETECTOR = 'DECam'`` or a
+          ``DECam_NNNNNNNN`` raw file name in ``FILENAME`` / ``DTACQNAM`` (the Blanco alone is not
+          enough: it carried Mosaic-2 before DECam).
+        """
+        instrume = cls._text(header, "INSTRUME")
+        if instrume is not None:
+            return f"INSTRUME={instrume!r}" if instrume.lower() == "decam" else None
+        dtinstru = cls._text(header, "DTINSTRU")
+        if dtinstru is not None and dtinstru.lower() == "decam":
+            return f"DTINSTRU={dtinstru!r}"
+        filter_ = cls._text(header, "FILTER")
+        if filter_ is not None and "DECam" in filter_.split():
+            return f"FILTER={filter_!r}"
+        telescope = cls._text(header, "TELESCOP") or ""
+        if "blanco" in telescope.lower() or "ctio 4.0" in telescope.lower():
+            detector = cls._text(header, "DETECTOR")
+            if detector is not None and detector.lower() == "decam":
+                return f"TELESCOP={telescope!r} and DETECTOR={detector!r}"
+            for key in ("FILENAME", "DTACQNAM"):
+                name = cls._text(header, key)
+                if name is not None and _expnum_from_name(name) is not None:
+                    return f"TELESCOP={telescope!r} and {key}={name!r}"
+        return None
 
     def expnum(self, header, path=None) -> int:
+        """EXPNUM; without it, the number in a ``DECam_NNNNNNNN`` raw file name (FILENAME, DTACQNAM)."""
+        if "EXPNUM" not in header:
+            for key in ("FILENAME", "DTACQNAM"):
+                number = _expnum_from_name(self._text(header, key) or "")
+                if number is not None:
+                    return number
+            raise FitsFormatError("missing header keyword EXPNUM (and no DECam_NNNNNNNN file name in "
+                                  "FILENAME or DTACQNAM)", path)
         return self._int(header, "EXPNUM", path)
 
     def expid(self, header, path=None) -> str:

@@ -16,6 +16,7 @@ from ..fitsio_utils import Section, require
 from .base import Amplifier, CCDGeometry, Instrument
 
 RAW_NAME = re.compile(r"^HSCA(?P<visit>\d{6})(?P<ccd>\d{2})\.fits(\.fz)?$")
+FRAME_ID = re.compile(r"^HSC[A-Z]\d{8}$")
 _KIND = {"object": "science", "bias": "bias", "domeflat": "flat", "flat": "flat", "dark": "dark"}
 
 
@@ -26,21 +27,50 @@ class HSC(Instrument):
     science_ccds = tuple(range(0, 104))
     bad_ccds = (9,)  # DET-ID 9 is the known dead CCD of HSC
 
+    id_keywords = ("INSTRUME", "TELESCOP", "EXP-ID", "FRAMEID")
+
     @classmethod
-    def matches(cls, header: fits.Header) -> bool:
-        return "hyper suprime" in str(header.get("INSTRUME", "")).lower()
+    def identify(cls, header: fits.Header) -> str | None:
+        """``INSTRUME = 'Hyper Suprime-Cam'``; early raw frames carry no INSTRUME, and are HSC's
+        when ``EXP-ID`` or ``FRAMEID`` is an HSC frame id (``HSCA90333400``) and ``TELESCOP``, if
+        present, is Subaru (astro_metadata_translator's HSC rule, with the telescope as a guard).
+        """
+        instrume = cls._text(header, "INSTRUME")
+        if instrume is not None:
+            known = "hyper suprime" in instrume.lower() or instrume.upper() == "HSC"
+            return f"INSTRUME={instrume!r}" if known else None
+        telescope = cls._text(header, "TELESCOP")
+        if telescope is not None and "subaru" not in telescope.lower():
+            return None
+        for key in ("EXP-ID", "FRAMEID"):
+            frame = cls._text(header, key)
+            if frame is not None and FRAME_ID.match(frame):
+                return f"TELESCOP={telescope!r} and {key}={frame!r}" if telescope else f"{key}={frame!r}"
+        return None
 
     def _frame(self, header, key, path) -> str:
         if key not in header:
             raise FitsFormatError(f"missing header keyword {key}", path)
         text = str(header[key]).strip()
-        if not re.match(r"^HSC[A-Z]\d{8}$", text):
+        if not FRAME_ID.match(text):
             raise FitsFormatError(f"header keyword {key}={text!r} is not an HSC frame id", path)
         return text
 
     def expnum(self, header, path=None) -> int:
-        """The visit number, from EXP-ID (``HSCA90333400`` -> 903334)."""
-        return int(self._frame(header, "EXP-ID", path)[4:10])
+        """The visit number, from EXP-ID (``HSCA90333400`` -> 903334).
+
+        Early frames may lack EXP-ID or carry a zero visit in it; the visit then comes from FRAMEID
+        (``HSCA90333426``: its first six digits, rounded down to even, as astro_metadata_translator does).
+        """
+        visit = int(self._frame(header, "EXP-ID", path)[4:10]) if "EXP-ID" in header else 0
+        if visit:
+            return visit
+        if "FRAMEID" not in header:
+            raise FitsFormatError("missing header keyword EXP-ID" if "EXP-ID" not in header else
+                                  f"header keyword EXP-ID={header['EXP-ID']!r} has visit 0 and there is no FRAMEID",
+                                  path)
+        visit = int(self._frame(header, "FRAMEID", path)[4:10])
+        return visit - visit % 2
 
     def expid(self, header, path=None) -> str:
         return f"HSC_{self.expnum(header, path):07d}"

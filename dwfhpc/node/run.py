@@ -5,9 +5,11 @@ decompress -> calibrate there (embedded, or through ``apptainer exec`` for ``con
 photpipe and hscpipe), or file a calibration frame into the library -> copy back only the four
 products to the shared FS through temporary names, renamed together -> clean scratch -> result.
 
-A task-level failure (corrupt member, missing master, full scratch, a failing pipeline, SIGTERM /
-SIGUSR2) is *returned* as ``status: failed`` with the reason; nothing partial is left in the
-products folder. Only programming errors raise.
+A task-level failure (corrupt member, missing master, full scratch, a failing pipeline, MemoryError,
+SIGTERM / SIGUSR2) is *returned* as ``status: failed`` with the reason and its
+:class:`~dwfhpc.node.result.ErrorKind`; nothing partial is left in the products folder. Only
+programming errors raise. The result is a :class:`~dwfhpc.node.result.TaskResult`; the entry
+points return its JSON object (what submitit pickles and the result file holds).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from ..backends.embedded import calibrate_job
 from ..backends.hscpipe import hscpipe_job
 from ..backends.photpipe import photpipe_job
 from ..calibrate import CalibrationOutput, calibrate_file, find_master
-from ..errors import DwfError
+from ..errors import DwfError, IntegrityError
 from ..instruments import instrument_for
 from ..layout import ccd_stem, product_paths
 from ..parts import read_manifest
 from .calfiling import file_calibration_frame
+from .result import ErrorKind, TaskResult, TaskStatus
 from .scratch import SIGNALS, TaskInterrupted, task_scratch
 from .spec import TaskSpec, result_path, task_index
 from .stage import scratch_needed, stage_ccd
@@ -147,83 +150,106 @@ def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, warnings: lis
                    apptainer=spec.apptainer, log=scratch / f"{job.name}.log")
 
 
-def _new_result(spec: TaskSpec | None, index: int | None, spec_path: Path | None) -> dict:
-    return {"status": "failed", "error": None, "index": index, "spec": str(spec_path) if spec_path else None,
-            "expid": spec.expid if spec else None, "ccd": None, "night": spec.night if spec else None,
-            "kind": spec.kind if spec else None, "filter": spec.filter if spec else None,
-            "backend": spec.backend if spec else None, "container": spec.container if spec else None,
-            "attempt": spec.attempt if spec else None, "timings": {}, "products": {}, "bytes_written": 0,
-            "member_bytes": None, "qa": {}, "wcs": {}, "host": socket.gethostname(), "scratch": None,
-            "interrupted": None, "warnings": [], "started": time.time(), "finished": None}
+def _new_result(spec: TaskSpec | None, index: int | None, spec_path: Path | None) -> TaskResult:
+    return TaskResult(status=TaskStatus.ERROR, index=index, spec=str(spec_path) if spec_path else None,
+                      expid=spec.expid if spec else None, night=spec.night if spec else None,
+                      kind=spec.kind if spec else None, filter=spec.filter if spec else None,
+                      backend=spec.backend if spec else None, container=spec.container if spec else None,
+                      attempt=spec.attempt if spec else None, host=socket.gethostname(), started=time.time())
+
+
+#: what an interruption means: Slurm (submitit's ``--signal``) sends SIGUSR2 ahead of the time limit;
+#: SIGTERM comes at the time limit, on preemption or on scancel alike
+_SIGNAL_KINDS = {"SIGUSR2": ErrorKind.TIMEOUT, "SIGTERM": ErrorKind.INTERRUPTED}
+
+
+def _integrity_kind(spec: TaskSpec) -> ErrorKind:
+    """An IntegrityError while staging: the member does not match the manifest, unless the part is not there."""
+    return ErrorKind.INTEGRITY if Path(spec.part_tar).is_file() else ErrorKind.OTHER
 
 
 def run_spec(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | None = None) -> dict:
-    """Run task ``index`` of ``spec`` and return its result dict (contract 3)."""
+    """Run task ``index`` of ``spec`` and return its result (contract 3) as a JSON object."""
+    return run_spec_result(spec, index, spec_path=spec_path).to_dict()
+
+
+def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | None = None) -> TaskResult:
+    """Run task ``index`` of ``spec``: its :class:`TaskResult`."""
     result = _new_result(spec, index, Path(spec_path) if spec_path else None)
-    timings: dict[str, float] = result["timings"]
+    timings: dict[str, float] = result.timings
     t_start = time.perf_counter()
+    step = "setup"
     try:
         ccd = spec.ccd_for(index)
-        result["ccd"] = ccd
+        result.ccd = ccd
         manifest = read_manifest(spec.manifest)
         member = manifest.member(ccd)
-        result["member_bytes"] = member.bytes
+        result.member_bytes = member.bytes
         with task_scratch(spec.scratch_vars, spec.scratch_fallback, scratch_needed(member, spec.scratch_factor),
                           spec.min_free_gb, ccd_stem(spec.expid, ccd)) as scratch:
-            result["scratch"] = str(scratch)
+            result.scratch = str(scratch)
+            step = "stage"
             staged = stage_ccd(spec.part_tar, manifest, ccd, scratch)
             timings.update(staged.timings)
             if spec.kind in ("bias", "flat"):
+                step = "copyback"
                 t = time.perf_counter()
                 filed = file_calibration_frame(staged.raw, spec.library, night=spec.night, ccd=ccd, kind=spec.kind,
                                                filter_=spec.filter, expid=spec.expid)
                 timings["copyback"] = time.perf_counter() - t
-                result["bytes_written"] = filed.stat().st_size
-                result["products"] = {"raw": str(filed)}
+                result.bytes_written = filed.stat().st_size
+                result.products = {"raw": str(filed)}
             else:
-                out = _calibrate(spec, ccd, staged.raw, scratch, result["warnings"])
+                step = "calibrate"
+                out = _calibrate(spec, ccd, staged.raw, scratch, result.warnings)
                 timings["calibrate"] = out.timings.get("calibrate", 0.0)
                 timings["qa"] = out.timings.get("qa", 0.0)
-                result["qa"] = {k: v for k, v in out.qa.items() if k != "wcs"}
-                result["wcs"] = out.wcs
+                result.qa = {k: v for k, v in out.qa.items() if k != "wcs"}
+                result.wcs = dict(out.wcs or {})
+                step = "copyback"
                 t = time.perf_counter()
                 targets = product_paths(Path(spec.products), spec.night, spec.expid, ccd)
                 temps = prepare_copies(out.products, targets)
                 try:
                     with _signals_blocked():  # a signal now is delivered once the products are recorded
-                        result["bytes_written"] = commit_copies(temps, targets)
-                        result["products"] = {k: str(v) for k, v in targets.items()}
+                        result.bytes_written = commit_copies(temps, targets)
+                        result.products = {k: str(v) for k, v in targets.items()}
                         timings["copyback"] = time.perf_counter() - t
                 finally:
                     discard(temps)
-        result["status"] = "ok"
+        result.status = TaskStatus.OK
     except TaskInterrupted as exc:
-        result["interrupted"] = exc.signame
-        if result["products"]:  # the signal came after the products were complete
-            result["status"] = "ok"
+        result.interrupted = exc.signame
+        if result.products:  # the signal came after the products were complete
+            result.status = TaskStatus.OK
         else:
-            result["error"] = str(exc)
+            result.fail(str(exc), _SIGNAL_KINDS.get(exc.signame, ErrorKind.INTERRUPTED))
+    except MemoryError:
+        result.fail(f"out of memory (MemoryError) in the {step} step", ErrorKind.OUT_OF_MEMORY)
+    except IntegrityError as exc:
+        result.fail(str(exc), _integrity_kind(spec) if step == "stage" else ErrorKind.OTHER)
     except DwfError as exc:
-        result["error"] = str(exc)
+        result.fail(str(exc), ErrorKind.CALIBRATION if step == "calibrate" else ErrorKind.OTHER)
     except OSError as exc:  # scratch or shared FS trouble outside the steps that explain it themselves
-        result["error"] = f"{exc.filename or 'file system'}: {exc.strerror or exc}"
+        result.fail(f"{exc.filename or 'file system'}: {exc.strerror or exc}", ErrorKind.OTHER)
     timings["total"] = time.perf_counter() - t_start
-    result["timings"] = {k: round(v, 4) for k, v in timings.items()}
-    result["finished"] = time.time()
+    result.timings = {k: round(v, 4) for k, v in timings.items()}
+    result.finished = time.time()
     return result
 
 
-def write_result(spec_path: str | os.PathLike[str], index: int, result: dict) -> Path:
+def write_result(spec_path: str | os.PathLike[str], index: int, result: TaskResult | dict) -> Path:
     """Leave ``result`` beside the spec as ``<stem>.result-<index>.json`` (for PBS and manual runs)."""
-    import json
-
-    return atomic_write_text(result_path(spec_path, index), json.dumps(result, indent=1, default=str))
+    if not isinstance(result, TaskResult):
+        result = TaskResult.from_dict(result)
+    return atomic_write_text(result_path(spec_path, index), result.to_json(indent=1))
 
 
 def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, write: bool = False) -> dict:
     """The node entry point: read the spec, run task ``index`` (default: from the array environment).
 
-    ``write=True`` (the CLI) also leaves the result beside the spec; submitit gets the return value.
+    ``write=True`` (the CLI) also leaves the result beside the spec; submitit gets the return value
+    (the result's JSON object).
     """
     spec_path = Path(spec_path)
     spec = None
@@ -232,16 +258,16 @@ def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, wri
         spec = TaskSpec.read(spec_path)
     except DwfError as exc:
         result = _new_result(spec, index, spec_path)
-        result["error"] = str(exc)
-        result["finished"] = time.time()
+        result.fail(str(exc), ErrorKind.OTHER)
+        result.finished = time.time()
     else:
-        result = run_spec(spec, index, spec_path=spec_path)
+        result = run_spec_result(spec, index, spec_path=spec_path)
     if write and index is not None and spec_path.is_file():  # no spec, no folder of ours to write into
         try:
             write_result(spec_path, index, result)
         except OSError as exc:
-            result["warnings"].append(f"result file not written: {exc.strerror or exc}")
-    return result
+            result.warnings.append(f"result file not written: {exc.strerror or exc}")
+    return result.to_dict()
 
 
 def index_from_environment() -> int | None:

@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..errors import DwfError
 from ..instruments import instrument_for
 from ..node.stage import stage_ccd
 from ..parts import read_manifest
+from ..scheduler import SCHEDULERS, CommandNotFound, Scheduler, job_name, scheduler_for
 from ..state import StateDB
 from ..templates import render
 
@@ -41,7 +41,6 @@ from ..templates import render
 _SCRATCH, _RAW, _CCD = "/@DWF_SCRATCH@", "@DWF_RAW@", "@DWF_CCD@"
 _TOKENS = {_SCRATCH: "scratch", _RAW: "raw", _CCD: "ccd"}
 _TOKEN_RE = re.compile("(" + "|".join(re.escape(t) for t in _TOKENS) + ")")
-SCRIPT_SUFFIX = {"slurm": ".sbatch", "pbs": ".pbs"}
 
 
 @dataclass
@@ -136,17 +135,13 @@ def _command(templates: list[str], values: dict, what: str) -> list[str]:
     return out
 
 
-def _walltime(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
-
-
 # --------------------------------------------------------------------------- the array
 def plan(site: SiteSettings, db: StateDB, visit: str, *, scheduler: str | None = None, rerun: str | None = None,
          processccd_config: str | None = None, image: str | None = None, time_minutes: int | None = None,
          mem_gb: float | None = None) -> FullReduction:
     """Find the visit's CCDs and parts and render the array script (nothing written or submitted)."""
     kind = scheduler or ("pbs" if site.ingest.executor == "pbs" else "slurm")
-    if kind not in SCRIPT_SUFFIX:
+    if kind not in SCHEDULERS:
         raise DwfError(f"no full-reduction template for scheduler {kind!r} (slurm, pbs)")
     number, expid = find_visit(db, str(visit))
     tasks = sorted(db.tasks(expid=expid), key=lambda t: t.ccd)
@@ -189,17 +184,13 @@ def plan(site: SiteSettings, db: StateDB, visit: str, *, scheduler: str | None =
         manifests=[str(Path(parts[t.part].manifest)) for t in tasks],
         scheduler=kind, rerun=rerun, image=sif, shared_repo=str(shared), processccd_config=str(config),
         out_dir=str(products / first.night / expid / f"hscpipe-{rerun}"), log_dir=str(log_dir),
-        job_name=f"dwf-fullred-{number}")
-    s = site.scheduler
-    minutes = time_minutes or s.time_minutes
-    memory = mem_gb or s.mem_gb
+        job_name=job_name("fullred", number))
+    sched = scheduler_for(kind, site.scheduler)
+    res = sched.resources(mem_gb=mem_gb, time_minutes=time_minutes)
     red.text = render(
-        kind, f"full-reduction{SCRIPT_SUFFIX[kind]}",
-        job_name=red.job_name, visit=number, expid=expid, rerun=rerun, ntasks=len(red.ccds),
-        parallelism=s.array_parallelism, time=_walltime(minutes), mem_mb=int(memory * 1024), cpus=s.cpus_per_task,
-        partition=s.partition, account=s.account, qos=s.qos, reservation=s.reservation, queue=s.queue,
-        tmp_mb=int(s.tmp_gb * 1024) if s.tmp_gb else None, log_dir=red.log_dir, setup=s.setup, extra=s.extra,
-        syntax=s.pbs_array_syntax, ccds=red.ccds, tars=red.tars, manifests=red.manifests,
+        kind, f"full-reduction{sched.script_suffix}",
+        directives=sched.directives(res, job_name=red.job_name, ntasks=len(red.ccds), log_dir=red.log_dir),
+        visit=number, expid=expid, rerun=rerun, setup=res.setup, ccds=red.ccds, tars=red.tars, manifests=red.manifests,
         python=shlex.quote(sys.executable), scratch_root=_scratch_root(site), shared_repo=str(shared),
         config=str(config), config_name=config.name, out_dir=red.out_dir,
         ingest_command=in_image(node.hscpipe_ingest, "hscpipe_ingest"),
@@ -217,22 +208,16 @@ def write_script(red: FullReduction, path: str | os.PathLike[str]) -> Path:
 
 
 def default_script_path(site: SiteSettings, red: FullReduction) -> Path:
-    return site.path(site.ingest.jobs_dir) / "fullred" / f"{red.expid}.{red.rerun}{SCRIPT_SUFFIX[red.scheduler]}"
+    suffix = scheduler_for(red.scheduler).script_suffix
+    return site.path(site.ingest.jobs_dir) / "fullred" / f"{red.expid}.{red.rerun}{suffix}"
 
 
-def submit(red: FullReduction, script: Path) -> str:
-    """``sbatch --parsable`` (or ``qsub``) the script; returns the job id."""
-    exe = "sbatch" if red.scheduler == "slurm" else "qsub"
-    if not shutil.which(exe):
-        raise DwfError(f"{exe} not found: is this a {'Slurm' if exe == 'sbatch' else 'PBS'} cluster? "
-                       "(--emit FILE writes the script without submitting)")
-    argv = [exe, "--parsable", str(script)] if exe == "sbatch" else [exe, str(script)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        why = (proc.stderr.strip().splitlines() or ["no job id"])[-1]
-        raise DwfError(f"{exe} refused the script: {why}", script)
-    job = proc.stdout.strip().splitlines()[-1]
-    red.job_id = job.split(";")[0] if exe == "sbatch" else job
+def submit(red: FullReduction, script: Path, scheduler: Scheduler | None = None) -> str:
+    """Submit the script (``sbatch --parsable`` / ``qsub``, through :mod:`dwfhpc.scheduler`); returns the job id."""
+    try:
+        red.job_id = (scheduler or scheduler_for(red.scheduler)).submit(script)
+    except CommandNotFound as exc:
+        raise CommandNotFound(f"{exc} (--emit FILE writes the script without submitting)") from None
     return red.job_id
 
 

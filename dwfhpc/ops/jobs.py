@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections import Counter
-from dataclasses import dataclass
 
-from ..errors import DwfError
+from ..scheduler import JOB_PREFIX, QueuedTask, Scheduler, Slurm
 
-JOB_PREFIX = "dwf-"
-
-
-@dataclass(frozen=True)
-class QueuedTask:
-    job_id: str
-    name: str
-    state: str  # PENDING, RUNNING, ... ; held jobs are PENDING with reason JobHeldUser/JobHeldAdmin
-    reason: str
-
-    @property
-    def display_state(self) -> str:
-        return "HELD" if self.state == "PENDING" and "Held" in self.reason else self.state
+__all__ = ["JOB_PREFIX", "QueuedTask", "by_state", "queued_tasks"]
 
 
-def slurm_tasks(prefix: str = JOB_PREFIX) -> list[QueuedTask]:
-    """Every task (array tasks expanded) of jobs whose name starts with ``prefix``; one squeue call."""
-    if not shutil.which("squeue"):
-        raise DwfError("squeue not found: is this a Slurm cluster (and SLURM_CONF set)?")
-    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise DwfError(f"squeue failed: {proc.stderr.strip()}")
-    tasks = []
-    for line in proc.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) == 4 and parts[1].startswith(prefix):
-            tasks.append(QueuedTask(*parts))
-    return tasks
+def queued_tasks(prefix: str = JOB_PREFIX, scheduler: Scheduler | None = None) -> list[QueuedTask]:
+    """Every task (array tasks expanded) of jobs whose name starts with ``prefix``; one queue query (Slurm's squeue
+    unless another scheduler is given)."""
+    return (scheduler or Slurm()).tasks(prefix=prefix)
 
 
 def by_state(tasks: list[QueuedTask]) -> dict[str, int]:

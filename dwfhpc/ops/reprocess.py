@@ -34,7 +34,8 @@ from ..ingest import Ingest, IngestOptions
 from ..layout import manifest_for_tar, parse_part_stem, part_stem
 from ..locking import FileLock
 from ..parts import Manifest, verify_part
-from ..state import ACTIVE, FINAL, StateDB, TaskRow
+from ..state import StateDB, TaskRow
+from ..states import TASK_ACTIVE, TASK_FINAL, PartState, TaskState
 
 REASON = "reprocess requested"
 Key = tuple[str, int]
@@ -110,7 +111,7 @@ def check_tarballs(db: StateDB, tars: Iterable[Path]) -> list[ListedPart]:
             raise DwfError(f"the file name says {stem} but its manifest describes "
                            f"{part_stem(manifest.expid, manifest.part, manifest.parts)}", tar)
         known = db.part(stem)
-        if known is not None and known.state != "quarantined" and known.sha256 != manifest.tar_sha256:
+        if known is not None and known.state != PartState.QUARANTINED and known.sha256 != manifest.tar_sha256:
             raise DwfError("a different part with this name was ingested (sha256 differs from the state DB's)", tar)
         out.append(ListedPart(tar, manifest_path, manifest, stem))
     return out
@@ -142,7 +143,7 @@ def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
         if expid is None:
             where = f" of night {night}" if night else ""
             raise DwfError(f"no exposure {exposure}{where} in the state DB (exposures: {_listing(expids)})", db.path)
-    states = ("failed", "lost") if failed else ()
+    states = (TaskState.FAILED, TaskState.LOST) if failed else ()
     return db.tasks(*states, night=night, expid=expid)
 
 
@@ -153,8 +154,8 @@ def requeue_tasks(db: StateDB, tasks: list[TaskRow], outcome: Outcome) -> dict[K
     touched: dict[str, list[int]] = {}
     with db.transaction():
         for t in tasks:
-            if t.state not in FINAL:
-                why = "already queued" if t.state == "queued" else f"in progress ({t.state})"
+            if t.state not in TASK_FINAL:
+                why = "already queued" if t.state == TaskState.QUEUED else f"in progress ({t.state})"
                 outcome.skipped.append({"part": t.part, "ccd": t.ccd, "reason": why})
                 continue
             db.requeue(t.part, t.ccd, attempt=t.attempt + 1, reason=REASON, new_budget=True)
@@ -185,7 +186,7 @@ def deliver_listed(site: SiteSettings, db: StateDB, listed: list[ListedPart],
     new: set[str] = set()
     for lp in listed:
         known = db.part(lp.stem)
-        if known is None or known.state == "quarantined":
+        if known is None or known.state == PartState.QUARANTINED:
             dest = inbox / lp.tar.name
             if lp.tar.resolve() != dest.resolve():
                 atomic_copy(lp.tar, dest)  # tarball first, manifest last: the inbox acts on the manifest
@@ -275,7 +276,7 @@ def reprocess(site: SiteSettings, *, list_path: Path | None = None, failed: bool
             tasks = select_tasks(db, failed=failed, night=night, exposure=exposure)
             requeue_tasks(db, tasks, outcome)
             stems, keys = set(), {(t.part, t.ccd) for t in tasks}
-        pending = any(t.state == "queued" or t.state in ACTIVE for t in _selected(db, keys, stems))
+        pending = any(t.state == TaskState.QUEUED or t.state in TASK_ACTIVE for t in _selected(db, keys, stems))
     outcome.ingest_running = FileLock.held(db_path)
     if submit and not outcome.ingest_running and (pending or stems):
         ran = run_pass(site, keys, stems, wait=wait, progress=progress, stop=stop, timeout=timeout)

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+
+from ..db import Database
+from ..states import FILE_FINAL, FileState, PushExposureState, SentPartState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -47,8 +46,8 @@ CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 CREATE INDEX IF NOT EXISTS exposures_state ON exposures(state);
 """
 
-EXPOSURE_STATES = ("seen", "complete", "packing", "packed", "delivered", "failed")
-PART_STATES = ("packed", "sending", "confirmed", "failed")
+EXPOSURE_STATES = tuple(PushExposureState)
+PART_STATES = tuple(SentPartState)
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class ExposureRow:
     files: tuple[str, ...]
     nparts: int | None
     codec: str | None
-    state: str
+    state: PushExposureState
     reason: str | None
     attempts: int
     t_seen: float | None
@@ -73,14 +72,16 @@ class ExposureRow:
 
 
 @dataclass(frozen=True)
-class PartRow:
+class SentPart:
+    """A part in the journal (the state DB's received part is :class:`dwfhpc.state.PartRow`)."""
+
     expid: str
     k: int
     n: int
     tar_name: str
     manifest_name: str
     tar_bytes: int | None
-    state: str
+    state: SentPartState
     stream: int | None
     attempts: int
     reason: str | None
@@ -91,30 +92,13 @@ class PartRow:
     send_seconds: float | None
 
 
-class Journal:
-    """Thread-safe access to the journal (one connection, one lock)."""
+class Journal(Database):
+    """Thread-safe access to the journal (one connection, one lock; see :class:`dwfhpc.db.Database`)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _exec(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, tuple(args))
-
-    def _rows(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+    SCHEMA = SCHEMA
+    MIGRATIONS = ()
+    EVENT_KEY = "expid"
+    TIMEOUT = 30.0
 
     # ---------------------------------------------------------------- files
     def file_state(self, path: str) -> sqlite3.Row | None:
@@ -124,20 +108,20 @@ class Journal:
     def file_seen(self, path: str, size: int, now: float) -> float:
         """Record a raw file the first time it is seen; return when it was first seen."""
         self._exec("INSERT OR IGNORE INTO files(path, size, state, t_seen) VALUES (?,?,?,?)",
-                   (path, size, "seen", now))
-        self._exec("UPDATE files SET size=? WHERE path=? AND state='seen'", (size, path))
+                   (path, size, FileState.SEEN, now))
+        self._exec("UPDATE files SET size=? WHERE path=? AND state=?", (size, path, FileState.SEEN))
         return float(self._rows("SELECT t_seen FROM files WHERE path=?", (path,))[0]["t_seen"])
 
     def file_complete(self, path: str, size: int, expid: str, now: float) -> None:
-        self._exec("UPDATE files SET state='complete', size=?, expid=?, t_complete=?, reason=NULL WHERE path=?",
-                   (size, expid, now, path))
+        self._exec("UPDATE files SET state=?, size=?, expid=?, t_complete=?, reason=NULL WHERE path=?",
+                   (FileState.COMPLETE, size, expid, now, path))
 
     def file_failed(self, path: str, reason: str) -> None:
-        self._exec("UPDATE files SET state='failed', reason=? WHERE path=?", (reason, path))
+        self._exec("UPDATE files SET state=?, reason=? WHERE path=?", (FileState.FAILED, reason, path))
 
     def settled_files(self) -> set[str]:
         """Paths already complete or failed (the watcher never looks at them again)."""
-        return {r["path"] for r in self._rows("SELECT path FROM files WHERE state IN ('complete','failed')")}
+        return {r["path"] for r in self._rows("SELECT path FROM files WHERE state IN (?,?)", sorted(FILE_FINAL))}
 
     # ---------------------------------------------------------------- exposures
     def add_file_to_exposure(self, info, path: str, now: float) -> None:
@@ -148,7 +132,7 @@ class Journal:
                 self._exec("INSERT INTO exposures(expid, instrument, expnum, night, obstype, kind, files, state, t_seen)"
                            " VALUES (?,?,?,?,?,?,?,?,?)",
                            (info.expid, info.instrument, info.expnum, info.night, info.obstype, info.kind,
-                            json.dumps([path]), "seen", now))
+                            json.dumps([path]), PushExposureState.SEEN, now))
                 return
             files = json.loads(row[0]["files"])
             if path not in files:
@@ -156,11 +140,12 @@ class Journal:
                 self._exec("UPDATE exposures SET files=? WHERE expid=?", (json.dumps(sorted(files)), info.expid))
 
     def exposure_complete(self, expid: str, now: float) -> None:
-        self._exec("UPDATE exposures SET state='complete', t_complete=? WHERE expid=? AND state='seen'", (now, expid))
+        self._exec("UPDATE exposures SET state=?, t_complete=? WHERE expid=? AND state=?",
+                   (PushExposureState.COMPLETE, now, expid, PushExposureState.SEEN))
 
     def set_exposure(self, expid: str, **fields) -> None:
-        keys = ", ".join(f"{k}=?" for k in fields)
-        self._exec(f"UPDATE exposures SET {keys} WHERE expid=?", (*fields.values(), expid))
+        """Update columns of an exposure (the table's own columns only: an unknown one raises ValueError)."""
+        self.update("exposures", {"expid": expid}, fields)
 
     def exposure(self, expid: str) -> ExposureRow | None:
         rows = self._rows("SELECT * FROM exposures WHERE expid=?", (expid,))
@@ -180,23 +165,23 @@ class Journal:
         """Record a freshly packed part; returns False when that part is already confirmed (skip it)."""
         with self._lock:
             rows = self._rows("SELECT state FROM parts WHERE expid=? AND k=?", (expid, k))
-            if rows and rows[0]["state"] == "confirmed":
+            if rows and rows[0]["state"] == SentPartState.CONFIRMED:
                 return False
             self._exec("INSERT OR REPLACE INTO parts(expid, k, n, tar_name, manifest_name, tar_bytes, state,"
-                       " attempts, t_packed) VALUES (?,?,?,?,?,?,'packed',"
+                       " attempts, t_packed) VALUES (?,?,?,?,?,?,?,"
                        " COALESCE((SELECT attempts FROM parts WHERE expid=? AND k=?), 0), ?)",
-                       (expid, k, n, tar_name, manifest_name, tar_bytes, expid, k, now))
+                       (expid, k, n, tar_name, manifest_name, tar_bytes, SentPartState.PACKED, expid, k, now))
             return True
 
     def set_part(self, expid: str, k: int, **fields) -> None:
-        keys = ", ".join(f"{key}=?" for key in fields)
-        self._exec(f"UPDATE parts SET {keys} WHERE expid=? AND k=?", (*fields.values(), expid, k))
+        """Update columns of a sent part (the table's own columns only: an unknown one raises ValueError)."""
+        self.update("parts", {"expid": expid, "k": k}, fields)
 
     def part_attempt(self, expid: str, k: int, stream: int, now: float) -> None:
-        self._exec("UPDATE parts SET state='sending', stream=?, attempts=attempts+1, t_send_start=?"
-                   " WHERE expid=? AND k=?", (stream, now, expid, k))
+        self._exec("UPDATE parts SET state=?, stream=?, attempts=attempts+1, t_send_start=?"
+                   " WHERE expid=? AND k=?", (SentPartState.SENDING, stream, now, expid, k))
 
-    def parts(self, expid: str | None = None, *states: str) -> list[PartRow]:
+    def parts(self, expid: str | None = None, *states: str) -> list[SentPart]:
         sql, args = "SELECT * FROM parts WHERE 1=1", []
         if expid is not None:
             sql += " AND expid=?"
@@ -210,18 +195,18 @@ class Journal:
         """Mark the exposure delivered when all of its parts are confirmed; True if it just became so."""
         with self._lock:
             exp = self.exposure(expid)
-            if exp is None or exp.state == "delivered" or not exp.nparts:
+            if exp is None or exp.state == PushExposureState.DELIVERED or not exp.nparts:
                 return False
-            done = self._rows("SELECT COUNT(*) AS c FROM parts WHERE expid=? AND state='confirmed'", (expid,))[0]["c"]
+            done = self._rows("SELECT COUNT(*) AS c FROM parts WHERE expid=? AND state=?",
+                              (expid, SentPartState.CONFIRMED))[0]["c"]
             if done < exp.nparts:
                 return False
-            self.set_exposure(expid, state="delivered", t_delivered=now, reason=None)
+            self.set_exposure(expid, state=PushExposureState.DELIVERED, t_delivered=now, reason=None)
             return True
 
     # ---------------------------------------------------------------- events, summary
     def event(self, level: str, message: str, expid: str | None = None, now: float | None = None) -> None:
-        self._exec("INSERT INTO events(t, level, expid, message) VALUES (?,?,?,?)",
-                   (now or time.time(), level, expid, message))
+        self.add_event(level, message, expid, now)
 
     def summary(self) -> dict:
         """Counts by state and latency figures, for ``dwfhpc push --status``."""
@@ -230,22 +215,28 @@ class Journal:
             for r in self._rows(f"SELECT state, COUNT(*) AS c FROM {table} GROUP BY state"):
                 out[key][r["state"]] = r["c"]
         lat = [r["l"] for r in self._rows("SELECT t_delivered - t_complete AS l FROM exposures"
-                                          " WHERE state='delivered' AND t_complete IS NOT NULL ORDER BY l")]
+                                          " WHERE state=? AND t_complete IS NOT NULL ORDER BY l",
+                                          (PushExposureState.DELIVERED,))]
         if lat:
             out["latency_seconds"] = {"median": lat[len(lat) // 2], "max": lat[-1], "n": len(lat)}
-        out["failed"] = [(r["path"], r["reason"]) for r in self._rows("SELECT path, reason FROM files WHERE state='failed'")]
-        out["failed"] += [(r["expid"], r["reason"]) for r in self._rows("SELECT expid, reason FROM exposures WHERE state='failed'")]
-        out["failed"] += [(f"{r['tar_name']}", r["reason"]) for r in self._rows("SELECT tar_name, reason FROM parts WHERE state='failed'")]
+        failed = (FileState.FAILED,)  # "failed" in all three tables
+        out["failed"] = [(r["path"], r["reason"]) for r in self._rows("SELECT path, reason FROM files WHERE state=?", failed)]
+        out["failed"] += [(r["expid"], r["reason"])
+                          for r in self._rows("SELECT expid, reason FROM exposures WHERE state=?", failed)]
+        out["failed"] += [(f"{r['tar_name']}", r["reason"])
+                          for r in self._rows("SELECT tar_name, reason FROM parts WHERE state=?", failed)]
         return out
 
 
 def _exposure_row(r: sqlite3.Row) -> ExposureRow:
     d = dict(r)
     d["files"] = tuple(json.loads(d["files"]))
+    d["state"] = PushExposureState(d["state"])
     return ExposureRow(**d)
 
 
-def _part_row(r: sqlite3.Row) -> PartRow:
+def _part_row(r: sqlite3.Row) -> SentPart:
     d = dict(r)
     d["retryable"] = bool(d["retryable"])
-    return PartRow(**d)
+    d["state"] = SentPartState(d["state"])
+    return SentPart(**d)

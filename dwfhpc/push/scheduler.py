@@ -6,6 +6,9 @@
                  previous one is delivered; every exposure is sent, none dropped
 ``end-of-night`` after reconciling with the receiver's listing: everything missing above
                  ``exp_min``, as in parallel
+
+:class:`Flight` is what the packer, the streams and the reconciler share: the exposures in flight,
+the part queue, the run's tallies, and the one lock over them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import threading
 from dataclasses import dataclass
 
+from ..layout import manifest_name, part_tar_name
 from .journal import ExposureRow
 
 MODES = ("serial", "parallel", "batch", "end-of-night")
@@ -86,3 +90,35 @@ class PartQueue:
     def wake_all(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+
+@dataclass
+class PushOutcome:
+    delivered: int = 0
+    failed: int = 0
+    x_of_y: tuple[int, int] | None = None  # end-of-night: (delivered, expected)
+
+
+class Flight:
+    """Exposures in flight (being packed or sent), the queue of their parts and the run's tallies.
+
+    ``lock`` (re-entrant) is held wherever the journal and these must change together, e.g. a
+    stream confirming an exposure's last part while its packing thread is finishing.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.queue = PartQueue()
+        self.lock = threading.RLock()
+        self.expids: set[str] = set()
+        self.outcome = PushOutcome()
+
+    def __contains__(self, expid: str) -> bool:
+        return expid in self.expids
+
+    def __len__(self) -> int:
+        return len(self.expids)
+
+    def enqueue(self, exp: ExposureRow, k: int, n: int, size: int) -> None:
+        qp = QueuedPart(exp.expid, k, n, part_tar_name(exp.expid, k, n), manifest_name(exp.expid, k, n), size)
+        self.queue.put(self.policy.priority(exp, k), qp)

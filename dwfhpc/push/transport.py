@@ -9,6 +9,12 @@ Delivery of one part: ``rsync -a --partial-dir=.rsync-partial --compare-dest=<in
 the inbox is not sent again), then the move staging -> inbox, tarball first, manifest last, so
 the receiver never sees a manifest without its complete tarball.
 
+The rsync command lines are built by :func:`sysrsync.get_rsync_command` (:func:`rsync_command`) and run
+by :func:`_run` (``subprocess.run`` on the argument list, stderr kept to decide whether to retry).
+sysrsync takes one source and builds ``-e`` only from a key, a port and the host-key switch; the
+part's other file and our ``-e ssh ...`` (known_hosts, ControlPath, BatchMode) go in its ``options``,
+which it places, in order, before the source.
+
 The remote move is ``ssh HOST 'cd STAGING && for f in TAR MANIFEST; do ...mv -f -- "$f" INBOX/"$f"...'``.
 OpenSSH always hands a remote command to the login shell, so no remote command can avoid a shell:
 instead, names are checked against :data:`dwfhpc.layout.PART_RE` (letters, digits, ``_``, ``-``,
@@ -29,6 +35,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import sysrsync
 
 from ..config import SiteSettings, TransportSettings
 from ..errors import ConfigError, TransferError
@@ -53,9 +61,16 @@ def check_part_file_name(name: str) -> str:
     return name
 
 
+#: ssh's words for a refusal that no retry can change (a wrong or unknown host key, a refused login)
+_PERMANENT_TEXT = ("host key verification failed", "remote host identification has changed",
+                   "permission denied (publickey")
+
+
 def classify(returncode: int, stderr: str) -> bool:
-    """True when a failed rsync/ssh call may succeed if tried again."""
+    """True when a failed rsync/ssh call may succeed if tried again (never for a refused host key)."""
     text = stderr.lower()
+    if any(s in text for s in _PERMANENT_TEXT):
+        return False
     return returncode in RETRYABLE_RSYNC or any(s in text for s in _RETRYABLE_TEXT)
 
 
@@ -79,9 +94,12 @@ class SendResult:
 
 
 class Transport:
-    """Base: ``deliver(tar, manifest)``, ``listing()``, ``close()``."""
+    """Base: ``prepare()``, ``deliver(tar, manifest)``, ``listing()``, ``close()``."""
 
     stream: int = 0
+
+    def prepare(self) -> None:
+        """Get the receiver ready before the first delivery (nothing to do by default)."""
 
     def deliver(self, tar: Path, manifest: Path) -> None:  # pragma: no cover - interface
         raise TypeError("use LocalTransport or SshTransport")
@@ -93,11 +111,24 @@ class Transport:
         """Release connections (nothing for local)."""
 
 
-def _rsync_base(t: TransportSettings) -> list[str]:
-    argv = ["rsync", "-a", "--partial-dir=.rsync-partial", f"--timeout={t.timeout_seconds}", "--secluded-args"]
+def _send_options(t: TransportSettings) -> list[str]:
+    opts = ["-a", "--partial-dir=.rsync-partial", f"--timeout={t.timeout_seconds}", "--secluded-args"]
     if t.bwlimit_kbps:
-        argv.append(f"--bwlimit={t.bwlimit_kbps}")
-    return argv
+        opts.append(f"--bwlimit={t.bwlimit_kbps}")
+    return opts
+
+
+def rsync_command(files: list[Path], folder: str, options: list[str], remote: str | None = None) -> list[str]:
+    """``rsync OPTIONS -- FILE... [REMOTE:]FOLDER/`` through :func:`sysrsync.get_rsync_command`.
+
+    sysrsync takes a single source: the last file is its ``source``, the others follow ``--`` at the
+    end of ``options`` (which it places right before the source). sysrsync strips one trailing slash
+    from the destination, so it is given two: rsync gets ``FOLDER/`` (always a folder, never a
+    rename), and ``/`` stays ``/`` instead of becoming the remote home.
+    """
+    *others, last = [str(f) for f in files]
+    return sysrsync.get_rsync_command(source=last, destination=folder.rstrip("/") + "//", destination_ssh=remote,
+                                      sync_source_contents=False, options=[*options, "--", *others])
 
 
 class LocalTransport(Transport):
@@ -113,8 +144,9 @@ class LocalTransport(Transport):
         names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
         self.staging.mkdir(parents=True, exist_ok=True)
         self.inbox.mkdir(parents=True, exist_ok=True)
-        _run(_rsync_base(self.settings) + [f"--compare-dest={self.inbox.resolve()}", "--", str(tar), str(manifest),
-                                           f"{self.staging}/"], self.settings.timeout_seconds * 4, f"rsync {tar.name}")
+        argv = rsync_command([tar, manifest], str(self.staging),
+                             _send_options(self.settings) + [f"--compare-dest={self.inbox.resolve()}"])
+        _run(argv, self.settings.timeout_seconds * 4, f"rsync {tar.name}")
         for name in names:
             src, dst = self.staging / name, self.inbox / name
             if src.exists():
@@ -189,8 +221,9 @@ class SshTransport(Transport):
     def deliver(self, tar: Path, manifest: Path) -> None:
         names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
         t = self.settings
-        _run(_rsync_base(t) + ["-e", self.rsh, f"--compare-dest={self.compare_dest}", "--", str(tar), str(manifest),
-                               f"{self.target}:{self.staging}/"], t.timeout_seconds * 4, f"rsync {tar.name}")
+        argv = rsync_command([tar, manifest], self.staging,
+                             _send_options(t) + ["-e", self.rsh, f"--compare-dest={self.compare_dest}"], self.target)
+        _run(argv, t.timeout_seconds * 4, f"rsync {tar.name}")
         st, ib = shlex.quote(self.staging), shlex.quote(self.inbox)
         script = (f"mkdir -p {ib} && for f in {' '.join(names)}; do "
                   f"if [ -e {st}/\"$f\" ]; then mv -f -- {st}/\"$f\" {ib}/\"$f\" || exit 1; "
@@ -203,15 +236,23 @@ class SshTransport(Transport):
             raise
 
     def prepare(self) -> None:
-        """Make sure staging exists (rsync creates only the last path element)."""
+        """Make sure staging and inbox exist (rsync creates only the last path element).
+
+        This first ssh call through the stream's ControlPath (``ControlMaster=auto``) opens its master.
+        """
         _run(self.ssh + [self.target, f"mkdir -p {shlex.quote(self.staging)} {shlex.quote(self.inbox)}"],
              self.settings.timeout_seconds, "creating the receiver's staging folder")
 
     def listing(self, folder: str | None = None) -> dict[str, int]:
         """Names and sizes of files under ``folder`` (default: the inbox) via ``rsync --list-only``."""
         folder = folder or self.inbox
-        proc = _run(["rsync", "--list-only", "-r", "--secluded-args", "-e", self.rsh, f"{self.target}:{folder}/"],
-                    self.settings.timeout_seconds * 2, f"listing {folder} on {self.settings.host}")
+        # sysrsync always writes a destination; with an explicit --list-only rsync lists the source and
+        # transfers nothing (rsync(1): its use "to turn a copy command that includes a destination arg
+        # into a file-listing command")
+        argv = sysrsync.get_rsync_command(source=folder, source_ssh=self.target, destination=".",
+                                          sync_source_contents=True,
+                                          options=["--list-only", "-r", "--secluded-args", "-e", self.rsh])
+        proc = _run(argv, self.settings.timeout_seconds * 2, f"listing {folder} on {self.settings.host}")
         return parse_list_only(proc.stdout)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import SiteSettings
 from ..state import StateDB, TaskRow
+from .counts import ccd_counts
 from .model import CCDRecord, ExposureRecord, NightData
 
 _STATE = {"queued": "queued", "submitted": "queued", "running": "running", "done": "done", "failed": "failed",
@@ -92,7 +93,7 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
     if journal:
         journal.close()
     inst = instrument or (parts[0].instrument if parts else site.instrument)
-    return NightData(night, inst, exposures, ccds)
+    return NightData(night, inst, exposures, ccds, counts=ccd_counts(db, night))
 
 
 def write_night_reports(site: SiteSettings, db: StateDB, night: str | None = None,

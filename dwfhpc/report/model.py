@@ -58,3 +58,5 @@ class NightData:
     instrument: str
     exposures: list[ExposureRecord] = dc_field(default_factory=list)
     ccds: list[CCDRecord] = dc_field(default_factory=list)
+    # science / calibration CCD counts (:func:`dwfhpc.report.counts.ccd_counts`); None: from ``ccds``
+    counts: dict | None = None

@@ -21,7 +21,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..atomic import atomic_write_text  # noqa: E402
-from ..instruments.decam_focal_plane import ccd_boxes  # noqa: E402
+from ..instruments import decam_focal_plane, hsc_focal_plane  # noqa: E402
+from .counts import GROUPS, LABELS, CCDCounts, tally  # noqa: E402
 from .model import STAGES, NightData, percentile  # noqa: E402
 
 STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "lost": "#6a1b9a", "running": "#f9a825",
@@ -89,30 +90,55 @@ def plot_quality(data: NightData) -> str:
     return _svg(fig)
 
 
-def plot_focal_plane(data: NightData) -> str:
-    """CCD status (colour) and median FWHM (text) on the DECam focal plane; a grid otherwise."""
+FOCAL_PLANES = {"decam": ("DECam", decam_focal_plane.ccd_boxes), "hsc": ("HSC", hsc_focal_plane.ccd_boxes)}
+_WORST_LAST = ["missing", "done", "queued", "running", "failed", "lost"]
+
+
+def focal_plane_states(data: NightData) -> dict[int, str]:
+    """The map's state per CCD: the worst over the night's science exposures (all exposures when none)."""
+    science = {e.expid for e in data.exposures if e.kind == "science"}
+    ccds = [c for c in data.ccds if c.expid in science] or data.ccds
     states: dict[int, str] = {}
+    for c in ccds:
+        state = c.state if c.state in _WORST_LAST else "missing"
+        prev = states.get(c.ccd)
+        if prev is None or _WORST_LAST.index(state) > _WORST_LAST.index(prev):
+            states[c.ccd] = state
+    return states
+
+
+def focal_plane_boxes(data: NightData) -> tuple[str, dict[int, tuple[str, float, float, float, float]]]:
+    """The camera's name and its CCD boxes; an anonymous grid for an instrument without a layout."""
+    if data.instrument in FOCAL_PLANES:
+        name, boxes = FOCAL_PLANES[data.instrument]
+        return name, boxes()
+    ccds = sorted({c.ccd for c in data.ccds}) or list(range(16))
+    return data.instrument, {c: (f"{c}", (i % 13) * 2200, (i // 13) * 4300, 2048, 4176) for i, c in enumerate(ccds)}
+
+
+def plot_focal_plane(data: NightData) -> str:
+    """CCD status (colour) and median FWHM (text) on the instrument's focal plane (camera coordinates).
+
+    DECam: DETSEC of the real raw headers; HSC: obs_subaru's camera description, by DET-ID (see
+    :mod:`dwfhpc.instruments.hsc_focal_plane`). CCDs not observed this night are drawn as missing.
+    """
+    states = focal_plane_states(data)
+    science = {e.expid for e in data.exposures if e.kind == "science"}
     fwhm: dict[int, list[float]] = {}
     for c in data.ccds:
-        prev = states.get(c.ccd)
-        # worst state wins for the map
-        order = ["missing", "done", "queued", "running", "failed", "lost"]
-        states[c.ccd] = c.state if prev is None or order.index(c.state if c.state in order else "missing") > order.index(prev) else prev
-        if c.fwhm is not None:
+        if c.fwhm is not None and c.expid in science:
             fwhm.setdefault(c.ccd, []).append(c.fwhm)
+    camera, boxes = focal_plane_boxes(data)
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    if data.instrument == "decam":
-        boxes = ccd_boxes()
-    else:
-        ccds = sorted(states) or list(range(104))
-        boxes = {c: (f"{c}", (i % 13) * 2200, (i // 13) * 4300, 2048, 4176) for i, c in enumerate(ccds)}
+    fontsize = 5 if len(boxes) <= 70 else 4
     for ccd, (name, x0, y0, w, h) in boxes.items():
         state = states.get(ccd, "missing")
-        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=STATE_COLOURS.get(state, "#eceff1"), edgecolor="k", lw=0.5))
+        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=STATE_COLOURS.get(state, "#eceff1"), edgecolor="k", lw=0.5,
+                               gid=f"ccd-{ccd}-{state}"))
         label = name
         if ccd in fwhm:
             label += f"\n{np.median(fwhm[ccd]):.2f}\""
-        ax.text(x0 + w / 2, y0 + h / 2, label, ha="center", va="center", fontsize=5)
+        ax.text(x0 + w / 2, y0 + h / 2, label, ha="center", va="center", fontsize=fontsize)
     xs = [b[1] for b in boxes.values()] + [b[1] + b[3] for b in boxes.values()]
     ys = [b[2] for b in boxes.values()] + [b[2] + b[4] for b in boxes.values()]
     ax.set_xlim(min(xs) - 500, max(xs) + 500)
@@ -121,24 +147,28 @@ def plot_focal_plane(data: NightData) -> str:
     ax.axis("off")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in STATE_COLOURS.values()]
     ax.legend(handles, list(STATE_COLOURS), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=6, frameon=False)
-    ax.set_title("Focal plane: CCD state and median FWHM")
+    ax.set_title(f"{camera} focal plane: science CCD state and median FWHM")
     return _svg(fig)
 
 
+def night_counts(data: NightData) -> dict[str, CCDCounts]:
+    """The night's science and calibration CCD counts: the state DB's, or tallied from ``data.ccds``."""
+    if data.counts is not None:
+        return data.counts
+    kinds = {e.expid: e.kind for e in data.exposures}
+    return tally((kinds.get(c.expid, "science"), c.state) for c in data.ccds)
+
+
 def _summary_rows(data: NightData) -> list[tuple[str, str]]:
-    counts: dict[str, int] = {}
-    for c in data.ccds:
-        counts[c.state] = counts.get(c.state, 0) + 1
+    counts = night_counts(data)
     lat = [e.latency for e in data.exposures if e.latency is not None and e.kind == "science"]
     kinds = {k: sum(e.kind == k for e in data.exposures) for k in ("science", "bias", "flat")}
     return [
         ("night", data.night),
         ("instrument", data.instrument),
         ("exposures", f"{kinds['science']} science, {kinds['bias']} bias, {kinds['flat']} flat"),
-        ("CCDs calibrated", str(counts.get("done", 0))),
-        ("CCDs failed", str(counts.get("failed", 0))),
-        ("CCDs lost", str(counts.get("lost", 0))),
-        ("CCDs in flight", str(counts.get("queued", 0) + counts.get("running", 0))),
+        *((LABELS[g], f"{counts[g].calibrated} calibrated, {counts[g].failed} failed, {counts[g].lost} lost, "
+                      f"{counts[g].in_flight} in flight (of {counts[g].total})") for g in GROUPS),
         ("science latency p50 / p95", f"{percentile(lat, 50):.1f} s / {percentile(lat, 95):.1f} s" if lat else "n/a"),
     ]
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...node import result_path
+from ...node.result import ErrorKind, ResultError, TaskResult, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,40 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a finished task ended: ``result`` from the node, or ``error`` when it raised before giving one."""
+    """How a finished task ended: ``result`` from the node, or ``error`` when it raised before giving one.
 
-    result: dict | None = None
+    A result given as a JSON object (submitit's pickle of the node's return value) is validated into
+    a :class:`TaskResult`; one that does not validate becomes an ``error`` saying why.
+    """
+
+    result: TaskResult | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.result, Mapping):
+            try:
+                object.__setattr__(self, "result", TaskResult.from_dict(self.result))
+            except ResultError as exc:
+                object.__setattr__(self, "result", None)
+                object.__setattr__(self, "error", f"unreadable result: {exc}")
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result.ok
+
+    @property
+    def error_kind(self) -> ErrorKind | None:
+        """Why it failed: the node's word, else what the scheduler's text says (out of memory, timeout)."""
+        if self.ok:
+            return None
+        if self.result is not None:
+            return self.result.error_kind or ErrorKind.OTHER
+        return ErrorKind.from_scheduler(reason_from_text(self.error or "")) or ErrorKind.OTHER
+
+    @property
+    def message(self) -> str:
+        """The failure's reason as one line."""
+        return (self.result.error if self.result is not None else None) or self.error or "task failed without a reason"
 
 
 #: why a task left the queue without a result, from the scheduler's own words in its log
@@ -60,15 +92,24 @@ def reason_from_text(text: str) -> str | None:
     return None
 
 
-def read_result_file(spec: str | Path, index: int) -> dict | None:
-    """The node's result for task ``index`` of ``spec``, or None when there is none (yet)."""
+def read_result_file(spec: str | Path, index: int) -> TaskResult | None:
+    """The node's result for task ``index`` of ``spec``, or None when there is none (yet).
+
+    A file that is JSON but not a valid result (unknown schema version, wrong types) is a failed
+    result of kind ``other`` naming the file and the problem, so the task is retried, not waited for.
+    """
     path = result_path(spec, index)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
+        data = json.loads(text)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # being written over NFS, or damaged: the next poll looks again
+    try:
+        return TaskResult.from_dict(data)
+    except ResultError as exc:
+        return TaskResult(status=TaskStatus.ERROR, error=f"{path}: {exc}", error_kind=ErrorKind.OTHER)
 
 
 class ArrayExecutor(ABC):

@@ -2,71 +2,48 @@
 
 Each task runs ``dwfhpc node run SPEC`` (index from $PBS_ARRAY_INDEX / $PBS_ARRAYID), which leaves
 its result beside the spec: that file is the whole result channel. ``qstat -t`` once per poll
-lists our subjobs still queued or running.
+lists our subjobs still queued or running (:class:`dwfhpc.scheduler.Pbs` / ``Torque``).
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 from ...config import SiteSettings
-from ...errors import DwfError
+from ...scheduler import Pbs, scheduler_for
 from ...templates import write_array_script
 from .base import ArrayExecutor, ArrayRequest, Submitted
-
-_STATES = {"Q": "PENDING", "H": "HELD", "R": "RUNNING", "E": "COMPLETING", "B": "RUNNING", "W": "PENDING",
-           "T": "PENDING", "S": "SUSPENDED"}
-
-
-def subjob_ids(array_id: str, ntasks: int) -> list[str]:
-    """``123[].server`` -> ``123[0].server``, ``123[1].server``, ...; a plain job (one task) keeps its id."""
-    if "[]" not in array_id:
-        return [array_id]
-    return [array_id.replace("[]", f"[{i}]") for i in range(ntasks)]
-
-
-def parse_qstat(text: str) -> dict[str, str]:
-    """``qstat -t`` table -> {job id: state}. Ids are compared without the server suffix."""
-    out = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and re.match(r"^\d+(\[\d*\])?", fields[0]):
-            out[fields[0].split(".")[0]] = _STATES.get(fields[-2], fields[-2])
-    return out
 
 
 class PbsArrayExecutor(ArrayExecutor):
     name = "pbs"
 
-    def __init__(self, site: SiteSettings, jobs_dir: Path):
+    def __init__(self, site: SiteSettings, jobs_dir: Path, *, pbs: Pbs | None = None):
         self.site = site
         self.jobs_dir = Path(jobs_dir)
+        self.pbs = pbs or scheduler_for("pbs", site.scheduler)
+
+    @property
+    def queries(self) -> int:
+        return self.pbs.queries
+
+    def max_array_size(self) -> int | None:
+        return self.pbs.max_array_size()
 
     def script_for(self, request: ArrayRequest) -> Path:
-        site = self.site.model_copy(deep=True)
-        site.scheduler.mem_gb = request.mem_gb
-        site.scheduler.time_minutes = request.time_minutes
-        out = self.jobs_dir / f"{request.spec.stem}.pbs"
-        return write_array_script(site, "pbs", request.spec, request.ntasks, request.name, out, self.jobs_dir / "logs")
+        """The array script with this attempt's memory and time (the site's settings are left as they are)."""
+        res = self.pbs.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
+        out = self.jobs_dir / f"{request.spec.stem}{self.pbs.script_suffix}"
+        return write_array_script(self.site, "pbs", request.spec, request.ntasks, request.name, out,
+                                  self.jobs_dir / "logs", resources=res)
 
     def submit(self, request: ArrayRequest) -> Submitted:
-        if not shutil.which("qsub"):
-            raise DwfError("qsub not found: is this a PBS cluster? (scripts can be written with --emit-scripts)")
-        script = self.script_for(request)
-        proc = subprocess.run(["qsub", str(script)], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise DwfError(f"qsub refused {script.name}: {proc.stderr.strip()}", script)
-        array_id = proc.stdout.strip()
-        return Submitted(job_id=array_id, task_ids=subjob_ids(array_id, request.ntasks), folder=str(self.jobs_dir))
+        array_id = self.pbs.submit(self.script_for(request))
+        return Submitted(job_id=array_id, task_ids=self.pbs.array_task_ids(array_id, request.ntasks),
+                         folder=str(self.jobs_dir))
 
     def queue(self, task_ids: list[str]) -> dict[str, str]:
-        if not task_ids:
-            return {}
-        proc = subprocess.run(["qstat", "-t"], capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            raise DwfError(f"qstat failed: {proc.stderr.strip()}")
-        states = parse_qstat(proc.stdout)
-        return {tid: states[tid.split(".")[0]] for tid in task_ids if tid.split(".")[0] in states}
+        return self.pbs.queue(task_ids)
+
+    def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
+        return self.pbs.gone_reasons([tid for tid, _ in tasks])

@@ -1,17 +1,16 @@
 """Slurm through submitit's SlurmExecutor: one array per request, one ``squeue`` per poll.
 
-Works without accounting: where ``sacct`` fails (no slurmdbd), a task that left the queue without
-a result is found by the collector (this module only says what is still queued), and why it left
-is read from the scheduler's lines in the task's log. Where ``sacct`` works, one call per poll
-for the vanished tasks gives the state (TIMEOUT, OUT_OF_MEMORY, CANCELLED, ...).
+Resources, the queue query, ``sacct`` and ``scontrol`` are :class:`dwfhpc.scheduler.Slurm`'s;
+submitit submits the arrays with the parameters it gives. Works without accounting: where
+``sacct`` fails (no slurmdbd), a task that left the queue without a result is found by the
+collector (this module only says what is still queued), and why it left is read from the
+scheduler's lines in the task's log. Where ``sacct`` works, one call per poll for the vanished
+tasks gives the state (TIMEOUT, OUT_OF_MEMORY, CANCELLED, ...).
 """
 
 from __future__ import annotations
 
 import getpass
-import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,49 +18,35 @@ import submitit
 
 from ...config import SchedulerSettings
 from ...errors import DwfError
+from ...scheduler import Slurm
 from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted
 from .submitit_common import log_reason, pickle_outcome, submit_array
-
-_SACCT_REASONS = {"TIMEOUT": "timeout", "OUT_OF_MEMORY": "oom", "CANCELLED": "cancelled", "NODE_FAIL": "node failure",
-                  "PREEMPTED": "preempted", "FAILED": "failed", "BOOT_FAIL": "node failure", "DEADLINE": "timeout"}
-
-
-def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    if not shutil.which(argv[0]):
-        raise DwfError(f"{argv[0]} not found: is this a Slurm cluster (and SLURM_CONF set)?")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
 def check_controller() -> None:
     """Fail early and clearly when no Slurm controller answers (rather than retrying sbatch all night)."""
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not Path(conf).is_file():
-        raise DwfError(f"SLURM_CONF names a file that does not exist: {conf}")
-    proc = _run(["scontrol", "ping"], timeout=90)
-    if proc.returncode != 0 or "UP" not in proc.stdout:
-        text = (proc.stdout + proc.stderr).strip().splitlines()
-        raise DwfError("no Slurm controller answers `scontrol ping`" + (f": {text[-1]}" if text else "")
-                       + " (start one, or set SLURM_CONF)")
+    Slurm().check()
 
 
 def read_max_array_size() -> int | None:
     """MaxArraySize from ``scontrol show config`` (arrays may have at most this many tasks)."""
-    proc = _run(["scontrol", "show", "config"])
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.M)
-    return int(m.group(1)) if proc.returncode == 0 and m else None
+    return Slurm().query_max_array_size()
 
 
 class SlurmArrayExecutor(ArrayExecutor):
     name = "slurm"
 
-    def __init__(self, jobs_dir: Path, scheduler: SchedulerSettings):
+    def __init__(self, jobs_dir: Path, scheduler: SchedulerSettings, *, slurm: Slurm | None = None):
         self.jobs_dir = Path(jobs_dir)
-        self.s = scheduler
+        self.slurm = slurm or Slurm(scheduler)
         self.user = getpass.getuser()
-        check_controller()
-        self._max_array = scheduler.max_array_size or read_max_array_size()
-        self._sacct_works: bool | None = None
-        self.queries = 0  # scheduler status queries made (benchmarks)
+        self.slurm.check()
+        self._max_array = self.slurm.max_array_size()
+
+    @property
+    def queries(self) -> int:
+        """Scheduler status queries made (benchmarks, tests)."""
+        return self.slurm.queries
 
     def max_array_size(self) -> int | None:
         return self._max_array
@@ -70,20 +55,9 @@ class SlurmArrayExecutor(ArrayExecutor):
         return submitit.SlurmExecutor(folder=self.jobs_dir / "%j")
 
     def parameters(self, request: ArrayRequest) -> dict:
-        """submitit SlurmExecutor parameters for one request: resources from the site's scheduler settings."""
-        s = self.s
-        extra = dict(s.extra)
-        if s.reservation:
-            extra["reservation"] = s.reservation
-        if s.tmp_gb:
-            extra["tmp"] = f"{int(s.tmp_gb * 1024)}M"
-        params = dict(job_name=request.name, time=int(request.time_minutes), mem=f"{int(request.mem_gb * 1024)}MB",
-                      cpus_per_task=s.cpus_per_task, array_parallelism=s.array_parallelism, setup=list(s.setup),
-                      signal_delay_s=60, additional_parameters=extra)
-        for key in ("partition", "account", "qos"):
-            if getattr(s, key):
-                params[key] = getattr(s, key)
-        return params
+        """submitit SlurmExecutor parameters for one request: the site's resources with this attempt's memory and time."""
+        res = self.slurm.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
+        return self.slurm.submitit_parameters(res, job_name=request.name)
 
     def submit(self, request: ArrayRequest) -> Submitted:
         ex = self._executor()
@@ -96,19 +70,7 @@ class SlurmArrayExecutor(ArrayExecutor):
         return Submitted(job_id=array_id, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))
 
     def queue(self, task_ids: list[str]) -> dict[str, str]:
-        if not task_ids:
-            return {}
-        self.queries += 1
-        proc = _run(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T"])
-        if proc.returncode != 0:
-            raise DwfError(f"squeue failed: {proc.stderr.strip()}")
-        wanted = set(task_ids)
-        out = {}
-        for line in proc.stdout.splitlines():
-            tid, _, state = line.partition("|")
-            if tid in wanted:
-                out[tid] = state
-        return out
+        return self.slurm.queue(task_ids, user=self.user)
 
     def _job(self, task_id: str) -> submitit.SlurmJob:
         return submitit.SlurmJob(folder=self.jobs_dir / "%j", job_id=task_id)
@@ -120,22 +82,8 @@ class SlurmArrayExecutor(ArrayExecutor):
         return found
 
     def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
-        reasons = self._sacct_reasons([tid for tid, _ in tasks])
+        reasons = self.slurm.gone_reasons([tid for tid, _ in tasks])
         for tid, _ in tasks:
             if tid not in reasons and (r := log_reason(self._job(tid))):
                 reasons[tid] = r
         return reasons
-
-    def _sacct_reasons(self, task_ids: list[str]) -> dict[str, str]:
-        """One ``sacct`` call for all of them, where accounting exists (remembered after the first failure)."""
-        if not task_ids or self._sacct_works is False or not shutil.which("sacct"):
-            return {}
-        proc = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(task_ids)])
-        self._sacct_works = proc.returncode == 0
-        out = {}
-        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
-            tid, _, state = line.partition("|")
-            key = state.split()[0] if state else ""
-            if tid in task_ids and key in _SACCT_REASONS:
-                out[tid] = _SACCT_REASONS[key]
-        return out

@@ -1,0 +1,201 @@
+"""What a node task reports: :class:`TaskResult`, a versioned dataclass written as JSON.
+
+The node leaves it beside the spec as ``<spec stem>.result-<i>.json`` (:func:`dwfhpc.node.result_path`),
+the collector reads it back with :meth:`TaskResult.from_json`, the state DB keeps its JSON in
+``tasks.result``, and the report / seeing / inventory read ``qa``, ``wcs`` and ``timings`` from it.
+
+A failure says *what kind* of failure it was (:class:`ErrorKind`), set on the node where it knows
+(the member does not match the manifest, MemoryError, SIGUSR2 before the time limit, SIGTERM, a
+calibration step that failed), so the collector decides retries by kind, never by the message.
+
+Schema versions: ``1`` (this one: ``version`` and ``error_kind`` keys). A result without
+``version`` is read as version ``0`` (written before the schema was versioned, or made by
+submitit from a non-result value); its error kind is derived from the message once, here.
+Any other version, a missing ``status``, an unknown key or a wrong type raises :class:`ResultError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from ..errors import DwfError
+
+VERSION = 1
+READABLE_VERSIONS = (0, 1)
+
+
+class ResultError(DwfError):
+    """A result that is not a valid :class:`TaskResult` (unknown version, missing key, wrong type)."""
+
+
+class TaskStatus(StrEnum):
+    OK = "ok"
+    ERROR = "failed"  # the string results have always carried (and readers compare with)
+
+
+class ErrorKind(StrEnum):
+    """Why a task failed: what the collector's retry policy looks at."""
+
+    INTEGRITY = "integrity"  # the staged member does not match the manifest: the same bytes fail again
+    OUT_OF_MEMORY = "out_of_memory"  # MemoryError or the scheduler's OOM kill: retry with more memory
+    TIMEOUT = "timeout"  # SIGUSR2 before the time limit, or the scheduler's TIMEOUT: retry with more time
+    INTERRUPTED = "interrupted"  # SIGTERM: time limit, preemption or scancel (the node cannot tell which)
+    CALIBRATION = "calibration"  # the calibration step failed (masters missing, pipeline error, bad FITS)
+    OTHER = "other"  # scratch, shared file system, spec, anything else
+
+    @classmethod
+    def from_scheduler(cls, reason: str | None) -> ErrorKind | None:
+        """The kind behind a scheduler's word for a vanished task (``oom``, ``timeout``; others: None)."""
+        return {"oom": cls.OUT_OF_MEMORY, "timeout": cls.TIMEOUT}.get(reason or "")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_CHECKS = {  # JSON key -> (check, what it must be)
+    "version": (_is_int, "an integer"),
+    "status": (lambda v: v in set(TaskStatus), f"one of {', '.join(TaskStatus)}"),
+    "error": (_opt(_is_str), "a string or null"),
+    "error_kind": (_opt(lambda v: v in set(ErrorKind)), f"null or one of {', '.join(ErrorKind)}"),
+    "index": (_opt(_is_int), "an integer or null"),
+    "spec": (_opt(_is_str), "a string or null"),
+    "expid": (_opt(_is_str), "a string or null"),
+    "ccd": (_opt(_is_int), "an integer or null"),
+    "night": (_opt(_is_str), "a string or null"),
+    "kind": (_opt(_is_str), "a string or null"),
+    "filter": (_opt(_is_str), "a string or null"),
+    "backend": (_opt(_is_str), "a string or null"),
+    "container": (_opt(lambda v: isinstance(v, bool)), "true, false or null"),
+    "attempt": (_opt(_is_int), "an integer or null"),
+    "timings": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), "an object of numbers"),
+    "products": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of paths"),
+    "bytes_written": (_is_int, "an integer"),
+    "member_bytes": (_opt(_is_int), "an integer or null"),
+    "qa": (lambda v: isinstance(v, dict), "an object"),
+    "wcs": (lambda v: isinstance(v, dict), "an object"),
+    "host": (_opt(_is_str), "a string or null"),
+    "scratch": (_opt(_is_str), "a string or null"),
+    "interrupted": (_opt(_is_str), "a string or null"),
+    "warnings": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "started": (_opt(_number), "a number or null"),
+    "finished": (_opt(_number), "a number or null"),
+}
+
+
+@dataclass
+class TaskResult:
+    """One node task's result (JSON keys are the field names)."""
+
+    status: TaskStatus = TaskStatus.ERROR
+    error: str | None = None
+    error_kind: ErrorKind | None = None  # set when status is ERROR
+    index: int | None = None  # array index
+    spec: str | None = None  # the spec's path
+    expid: str | None = None
+    ccd: int | None = None
+    night: str | None = None
+    kind: str | None = None  # the frame's kind: science, bias, flat
+    filter: str | None = None
+    backend: str | None = None
+    container: bool | None = None
+    attempt: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds by stage (STAGES) and total
+    products: dict[str, str] = field(default_factory=dict)  # product -> path on the shared FS
+    bytes_written: int = 0
+    member_bytes: int | None = None
+    qa: dict = field(default_factory=dict)  # fwhm_arcsec, ellipticity, sky, n_sources, ...
+    wcs: dict = field(default_factory=dict)  # status ok|failed|skipped, dx, dy, reason, ...
+    host: str | None = None
+    scratch: str | None = None
+    interrupted: str | None = None  # the signal's name when one arrived
+    warnings: list[str] = field(default_factory=list)
+    started: float | None = None  # Unix seconds
+    finished: float | None = None
+    version: int = VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.status == TaskStatus.OK
+
+    def fail(self, error: str, kind: ErrorKind) -> None:
+        """Mark this result failed with ``error`` of ``kind``."""
+        self.status, self.error, self.error_kind = TaskStatus.ERROR, error, kind
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = str(self.status)
+        d["error_kind"] = str(self.error_kind) if self.error_kind is not None else None
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        """Validate ``data`` (a result's JSON object) into a TaskResult; :class:`ResultError` says what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ResultError(f"a task result must be a JSON object, not {type(data).__name__}")
+        version = data.get("version", 0)
+        if not _is_int(version) or version not in READABLE_VERSIONS:
+            raise ResultError(f"task result schema version {version!r} is unknown "
+                              f"(this dwfhpc reads {', '.join(map(str, READABLE_VERSIONS))})")
+        if "status" not in data:
+            raise ResultError("task result has no 'status'")
+        unknown = sorted(set(data) - set(_CHECKS))
+        if unknown and version >= 1:
+            raise ResultError(f"task result has unknown key(s): {', '.join(unknown)}")
+        for key, value in data.items():
+            if key in _CHECKS and not _CHECKS[key][0](value):
+                raise ResultError(f"task result key {key!r} must be {_CHECKS[key][1]}, not {value!r}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["status"] = TaskStatus(values["status"])
+        values["version"] = VERSION
+        kind = values.get("error_kind")
+        if kind is not None:
+            values["error_kind"] = ErrorKind(kind)
+        elif values["status"] == TaskStatus.ERROR:
+            values["error_kind"] = _legacy_kind(values.get("error") or "") if version == 0 else ErrorKind.OTHER
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TaskResult:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultError(f"task result is not JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def _legacy_kind(error: str) -> ErrorKind:
+    """The kind of a version-0 failure, from the messages the node wrote before it said the kind."""
+    if "does not match the manifest" in error:
+        return ErrorKind.INTEGRITY
+    if "MemoryError" in error:
+        return ErrorKind.OUT_OF_MEMORY
+    if error.startswith("interrupted by SIGUSR2"):
+        return ErrorKind.TIMEOUT
+    if error.startswith("interrupted by"):
+        return ErrorKind.INTERRUPTED
+    return ErrorKind.OTHER
+
+
+__all__ = ["VERSION", "READABLE_VERSIONS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus"]
