@@ -22,7 +22,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..node.run import run_spec, write_result
+from ..errors import DwfError
+from ..node.result import ErrorKind, TaskResult
+from ..node.run import run_spec_result, write_result
 from ..node.scratch import SIGNALS, scratch_root
 from ..node.spec import TaskSpec
 from .preload import CalibrationCache
@@ -34,16 +36,22 @@ HEARTBEAT_SECONDS = 5.0
 
 
 def worker_identity(env: dict[str, str] | None = None) -> tuple[str, str | None]:
-    """(worker name, scheduler task id): ``<array job>_<index>`` under Slurm/PBS, else host-pid."""
-    env = dict(os.environ) if env is None else env
+    """(worker name, scheduler task id): ``w<task id>`` with submitit's id (``<array>_<index>`` under
+    Slurm, the process id locally), else the batch system's variables, else ``w<host>-<pid>``."""
+    if env is None:
+        try:
+            import submitit
+
+            jid = str(submitit.JobEnvironment().job_id)
+            return f"w{jid}", jid
+        except RuntimeError:  # not started by submitit (a template, or by hand)
+            env = dict(os.environ)
     job, idx = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
     if job and idx:
         return f"w{job}_{idx}", f"{job}_{idx}"
-    if env.get("SLURM_JOB_ID"):
-        return f"w{env['SLURM_JOB_ID']}", env["SLURM_JOB_ID"]
-    if env.get("PBS_JOBID"):
-        jid = env["PBS_JOBID"]
-        return f"w{jid.split('.')[0]}", jid
+    for var in ("SLURM_JOB_ID", "PBS_JOBID"):
+        if env.get(var):
+            return f"w{env[var]}", env[var]
     return f"w{socket.gethostname()}-{os.getpid()}", None
 
 
@@ -146,45 +154,37 @@ class Worker:
         log.info("worker %s exits after %d tasks: %s", self.name, self.tasks, reason)
         return WorkerSummary(self.name, self.tasks, reason, self.cache.copied_bytes)
 
-    def run_ticket(self, ticket: Ticket) -> dict:
+    def run_ticket(self, ticket: Ticket) -> TaskResult:
         """Run one claimed task with node-local calibrations and leave its result beside its spec."""
-        from ..errors import DwfError
-
         t_claimed = time.time()
+        preload = 0.0
         try:
             spec = TaskSpec.read(ticket.spec)
             self.cache.refresh(self.queue.masters_generation())
             t = time.perf_counter()
             local = self.cache.localise(spec)
             preload = time.perf_counter() - t
-            # a signal that arrived between tasks is re-raised inside the task by its own handlers
-            result = run_spec(local, ticket.index, spec_path=ticket.spec)
-        except DwfError as exc:
-            result = {"status": "failed", "error": str(exc), "index": ticket.index, "spec": ticket.spec,
-                      "ccd": ticket.ccd, "timings": {}, "started": t_claimed, "finished": time.time()}
-            preload = 0.0
-        result = _as_dict(result)
-        result.setdefault("warnings", [])
-        result["worker"] = {"name": self.name, "job_id": self.job_id, "claimed": t_claimed,
-                            "preload_seconds": round(preload, 4), "task_number": self.tasks + 1}
+            result = run_spec_result(local, ticket.index, spec_path=ticket.spec)
+        except (DwfError, OSError) as exc:  # an unreadable spec, or calibrations that cannot be copied
+            result = TaskResult(error=f"{exc}", error_kind=ErrorKind.OTHER, index=ticket.index, spec=ticket.spec,
+                                ccd=ticket.ccd, started=t_claimed, finished=time.time())
+        result.worker = {"name": self.name, "job_id": self.job_id, "claimed": t_claimed,
+                         "preload_seconds": round(preload, 4), "task_number": self.tasks + 1}
         write_result(ticket.spec, ticket.index, result)
         self.queue.finish(self.name, ticket)
         return result
 
 
-def _as_dict(result) -> dict:
-    """The node's result as a dict, whichever form ``run_spec`` returns."""
-    if isinstance(result, dict):
-        return result
-    return result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
-
-
-def worker_main(queue_root: str, walltime_end: float | None = None, stop_margin: float = 60.0,
+def worker_main(queue_root: str, time_minutes: float | None = None, stop_margin: float = 60.0,
                 max_idle: float | None = None, scratch_vars: list[str] | None = None,
                 scratch_fallback: str = "/tmp") -> dict:
-    """What submitit runs for each task of a worker array (also ``dwfhpc node worker QUEUE``)."""
+    """What submitit runs for each task of a worker array (also ``dwfhpc node worker QUEUE``).
+
+    ``time_minutes``: this task's walltime; the worker takes no new CCD ``stop_margin`` seconds before it ends.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    summary = Worker(queue_root, walltime_end=walltime_end, stop_margin=stop_margin, max_idle=max_idle,
+    end = time.time() + time_minutes * 60.0 if time_minutes else None
+    summary = Worker(queue_root, walltime_end=end, stop_margin=stop_margin, max_idle=max_idle,
                      scratch_vars=scratch_vars, scratch_fallback=scratch_fallback).run()
     return {"worker": summary.worker, "tasks": summary.tasks, "reason": summary.reason,
             "copied_bytes": summary.copied_bytes}
