@@ -124,8 +124,7 @@ def test_slurm_workers_scancel_mid_task_retried_by_another_without_duplicates(sl
         ingest.run(drain=True, timeout=300)
         _assert_each_ccd_once(site, ingest.db)
         retried = [t for t in ingest.db.tasks() if t.attempt > 1]
-        assert retried and all("worker" in (t.result["worker"]["name"]) for t in retried)
-        assert all(t.result["worker"]["job_id"] != victim for t in retried)  # another worker took it
+        assert retried and all(t.result["worker"]["job_id"] != victim for t in retried)  # another worker took it
         assert ingest.executor.started_workers >= 3  # the cancelled worker was replaced
         # four CCDs, four product sets, nothing written twice (one .cal per CCD)
         assert products(tmp_path) == sorted(f"DECam_01100006_{c:02d}.cal.fits.fz" for c in (1, 2, 3, 4))
@@ -136,15 +135,35 @@ def test_slurm_workers_scancel_mid_task_retried_by_another_without_duplicates(sl
 
 @pytest.mark.slurm
 def test_slurm_worker_near_walltime_is_replaced_with_no_gap(slurm_cluster, parts_cache, tmp_path):
-    """Walltime 5 min, replaced 4.9 min before: the successor starts at once; the first stops taking CCDs."""
+    """Walltime 5 min, successor 4.9 min before the end, no new CCD 4.8 min before: the first worker
+    gets its successor ~6 s after starting and stops taking CCDs ~12 s after; the pool never empties
+    and the next part is calibrated by the successor."""
     site = site_for(tmp_path, "slurm", ingest={"workers": 1, "poll_seconds": 0.5, "worker_time_minutes": 5,
                                                 "worker_replace_minutes": 4.9, "worker_stop_minutes": 4.8})
-    deliver(parts_cache, site.path(site.ingest.inbox), "sci1")
+    inbox = site.path(site.ingest.inbox)
+    deliver(parts_cache, inbox, "sci1")
     ingest = Ingest(site, IngestOptions(report=False))
+    q = WorkQueue(worker_queue_root(site))
     try:
+        first = None
+        end = time.time() + 180
+        alive_counts = []
+        while time.time() < end:
+            ingest.step()
+            alive_counts.append(len(ingest.executor.pool))
+            beats = {b.worker: b for b in q.beats()}
+            first = first or next(iter(beats), None)
+            if first and beats[first].state == "exited" and ingest.executor.started_workers >= 2:
+                break
+            time.sleep(0.3)
+        assert first and q.beats() and {b.worker: b for b in q.beats()}[first].state == "exited"
+        assert ingest.executor.started_workers >= 2  # the successor was submitted before the first stopped
+        assert min(alive_counts[5:]) >= 1  # never zero workers once started
+        deliver(parts_cache, inbox, "sci2")
         ingest.run(drain=True, timeout=300)
         _assert_each_ccd_once(site, ingest.db)
-        assert ingest.executor.started_workers >= 2  # the successor was submitted before the first ended
+        later = ingest.db.tasks(expid="DECam_01100004")
+        assert all(t.result["worker"]["name"] != first for t in later)
     finally:
         ingest.close()
     _wait(lambda: not _our_workers(slurm_cluster), 120, "the drained workers to leave the queue")

@@ -59,6 +59,7 @@ class Collector:
         active = self.db.tasks(*TASK_ACTIVE)
         counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0}
         if not active:
+            self.executor.idle_poll()  # e.g. keep a worker pool full while nothing is in flight
             return counts
         queued = self.executor.queue([t.job_id for t in active if t.job_id])  # the one scheduler query
         gone: list[TaskRow] = []

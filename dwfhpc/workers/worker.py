@@ -141,8 +141,10 @@ class Worker:
                     continue
                 self.ticket = ticket
                 self._beat("busy")
-                self.run_ticket(ticket)
+                result = self.run_ticket(ticket)
                 self.tasks += 1
+                if result.interrupted:  # the signal was for the whole worker (scancel, time limit)
+                    self._stop_signal = result.interrupted
                 self.ticket = None
                 self._beat("idle")
                 idle_since = time.time()

@@ -156,6 +156,9 @@ class ArrayExecutor(ABC):
         result = read_result_file(spec, index)
         return Outcome(result=result) if result is not None else None
 
+    def idle_poll(self) -> None:
+        """A scheduler poll with none of our tasks in flight (per-part arrays: nothing to ask)."""
+
     def masters_changed(self) -> None:
         """New masters were built (warm workers copy them again); nothing to do for per-part arrays."""
 

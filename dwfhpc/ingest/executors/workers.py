@@ -112,6 +112,11 @@ class WorkerPoolExecutor(ArrayExecutor):
                 out[tid] = f"worker {worker} ended ({why.get(worker, 'reason unknown')})"
         return out
 
+    def idle_poll(self) -> None:
+        """No CCD in flight: still one query for the workers, so the pool is kept full and rolled."""
+        if self.pool:
+            self.queue([])
+
     def masters_changed(self) -> None:
         self.work.bump_masters()
 
