@@ -172,6 +172,24 @@ class IngestSettings(Strict):
                                          "short after this is quarantined")
     auto_masters: bool = Field(True, description="build a night's masters once its bias/flat tasks are done; "
                                "that night's science waits for them")
+    workers: int = Field(0, ge=0, description="warm workers: N long-lived tasks that run CCD after CCD "
+                         "(0: one array per part)")
+    worker_time_minutes: int = Field(720, ge=5, description="walltime of each worker task")
+    worker_replace_minutes: float = Field(10.0, gt=0, description="start a worker's successor this long before "
+                                          "its walltime ends (rolling: never zero workers)")
+    worker_stop_minutes: float = Field(3.0, gt=0, description="a worker takes no new CCD this close to its "
+                                       "walltime (must be less than worker_replace_minutes)")
+    worker_mem_gb: float | None = Field(None, gt=0, description="memory per worker (default: scheduler.mem_gb)")
+    max_resubmits_per_exposure: int = Field(200, ge=0, description="retries of one exposure's CCDs after which "
+                                            "none of them is resubmitted again (runaway guard)")
+    max_resubmits_per_night: int = Field(2000, ge=0, description="retries in one night after which nothing of "
+                                         "that night is resubmitted (runaway guard)")
+
+    def checks(self) -> list[tuple[str, str]]:
+        if self.workers and self.worker_stop_minutes >= self.worker_replace_minutes:
+            return [("worker_stop_minutes", f"must be less than worker_replace_minutes "
+                                            f"({self.worker_replace_minutes:g}) so a successor runs before a worker stops")]
+        return []
 
 
 class NodeSettings(Strict):

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS nights (
     night TEXT PRIMARY KEY, t_masters REAL, masters INTEGER, reason TEXT);
 CREATE TABLE IF NOT EXISTS events (
     t REAL NOT NULL, level TEXT NOT NULL, part TEXT, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stops (
+    scope TEXT NOT NULL, name TEXT NOT NULL, reason TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (scope, name));
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 """
@@ -61,6 +63,7 @@ CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 #: schema steps by ``PRAGMA user_version`` (see :class:`dwfhpc.db.Database`)
 MIGRATIONS = (
     add_column("tasks", "first_attempt", "INTEGER NOT NULL DEFAULT 1"),  # 1: reprocess budgets
+    lambda conn: None,  # 2: the runaway-resubmission guard's ``stops`` table (created by SCHEMA)
 )
 
 if TYPE_CHECKING:
@@ -326,6 +329,33 @@ class StateDB(Database):
     def set_masters_built(self, night: str, t: float, count: int, reason: str | None = None) -> None:
         self.execute("INSERT OR REPLACE INTO nights(night, t_masters, masters, reason) VALUES (?,?,?,?)",
                      (night, t, count, reason))
+
+    # ---------------------------------------------------------------- runaway guard
+    def resubmissions(self, *, expid: str | None = None, night: str | None = None) -> int:
+        """Retries so far (attempts beyond each task's first) of one exposure or one night."""
+        key, value = ("expid", expid) if expid is not None else ("night", night)
+        row = self.rows(f"SELECT COALESCE(SUM(attempt - 1), 0) AS n FROM tasks WHERE {key}=?", (value,))[0]
+        return int(row["n"])
+
+    def stop_resubmitting(self, scope: str, name: str, reason: str, now: float | None = None) -> bool:
+        """Record that ``scope`` (exposure | night) ``name`` is resubmitted no more; True the first time."""
+        cur = self.execute("INSERT OR IGNORE INTO stops(scope, name, reason, t) VALUES (?,?,?,?)",
+                           (scope, name, reason, now or time.time()))
+        return cur.rowcount > 0
+
+    def resubmission_stops(self, night: str | None = None) -> list[dict]:
+        """Exposures and nights the guard stopped (for a night: its own and its exposures')."""
+        rows = self.rows("SELECT scope, name, reason, t FROM stops ORDER BY t")
+        if night is not None:
+            exps = {r["expid"] for r in self.rows("SELECT DISTINCT expid FROM tasks WHERE night=?", (night,))}
+            rows = [r for r in rows if (r["scope"] == "night" and r["name"] == night) or r["name"] in exps]
+        return [dict(r) for r in rows]
+
+    def stopped(self, expid: str, night: str) -> str | None:
+        """Why this exposure may not be resubmitted, or None."""
+        rows = self.rows("SELECT reason FROM stops WHERE (scope='exposure' AND name=?) OR (scope='night' AND name=?)",
+                         (expid, night))
+        return rows[0]["reason"] if rows else None
 
     def calibration_nights(self) -> dict[str, dict[str, float | int]]:
         """Per night with calibration tasks: how many are not final, and when the last one finished done."""

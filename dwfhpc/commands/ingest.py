@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
     p.add_argument("--workdir", default=None, help="replace the config's workdir")
     p.add_argument("--array", action="store_true", default=True,
-                   help="one job array per part, one task per CCD (the only mode; kept for the operators' habit)")
+                   help="one job array per part, one task per CCD (the default mode; kept for the operators' habit)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="warm workers instead: N long-lived tasks run CCD after CCD (config ingest.workers)")
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="config ingest.executor")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-jobs", type=int, default=None, help="at most N of our tasks queued + running")
@@ -33,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
+    overrides = {"ingest": {"workers": args.workers}} if args.workers is not None else None
+    site = load_site(args.config, workdir=args.workdir, overrides=overrides)
     if args.emit_scripts:
         from ..ingest.emit import emit_scripts
 

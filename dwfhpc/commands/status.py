@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: no state DB yet (dwfhpc ingest has not run with this config)")
         return 0
     with StateDB(path) as db:
-        s = summary(db, args.night)
+        s = summary(db, args.night, site=site)
     if args.json:
         print(json.dumps(s, indent=1))
         return 0
@@ -37,11 +37,22 @@ def run(args: argparse.Namespace) -> int:
         print("  " + CCDCounts(c["calibrated"], c["failed"], c["lost"], c["in_flight"]).phrase(LABELS[group]))
     for what in ("exposures", "parts", "tasks"):
         print(f"  {what:10s} " + (", ".join(f"{k} {v}" for k, v in s[what].items()) or "none"))
+    if s.get("mode") == "workers":
+        w = s["workers"]
+        print(f"  mode       warm workers: {w['alive']} of {w['wanted']} alive ({w['busy']} busy, {w['idle']} idle)")
+    else:
+        print("  mode       one job array per part")
+    for key, label in (("queue_seconds", "submitted -> running"), ("run_seconds", "running -> products")):
+        q = s[key]
+        if q["n"]:
+            print(f"  per CCD    {label}: p50 {q['p50']:.1f} s, p95 {q['p95']:.1f} s over {q['n']} CCDs")
     lat = s["latency_part_to_products"]
     if lat["n"]:
         print(f"  latency    part in inbox -> products: p50 {lat['p50']:.1f} s, p95 {lat['p95']:.1f} s over {lat['n']} parts")
     if s["retried"]:
         print(f"  retried    {s['retried']} CCDs needed more than one attempt")
+    for stop in s["resubmission_stops"]:
+        print(f"  stopped    {stop['scope']} {stop['name']}: {stop['reason']}")
     for f in s["failures"]:
         ccd = f" CCD {f['ccd']}" if f["ccd"] is not None else ""
         print(f"  {f['state']:10s} {f['part']}{ccd}: {f['reason']}")

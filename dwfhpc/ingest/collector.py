@@ -13,7 +13,10 @@ memory x2 after ``out_of_memory``, time x2 after ``timeout`` or ``interrupted`` 
 the time limit too), never again after ``integrity`` (the stored part disagrees with its manifest:
 another attempt reads the same bytes). A science CCD whose WCS check failed is retried with the
 median shift of its neighbours in the same exposure. A task that keeps failing ends ``failed``
-(or ``lost``) with its reason. Retries and final failures are logged (and so recorded as events).
+(or ``lost``) with its reason. A runaway guard caps resubmissions per exposure and per night: past
+the ceiling that exposure (or night) is resubmitted no more (recorded in the ``stops`` table, shown
+by ``dwfhpc status`` and the report) and the rest of the night goes on. Retries and final failures
+are logged (and so recorded as events).
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ _RUNNING = ("RUNNING", "COMPLETING")  # scheduler states that mean the task runs
 
 
 class Collector:
-    def __init__(self, db: StateDB, executor: ArrayExecutor, *, max_attempts: int, lost_after: float):
+    def __init__(self, db: StateDB, executor: ArrayExecutor, *, max_attempts: int, lost_after: float,
+                 max_resubmits_per_exposure: int | None = None, max_resubmits_per_night: int | None = None):
         self.db, self.executor = db, executor
         self.max_attempts, self.lost_after = max_attempts, lost_after
+        self.max_per_exposure, self.max_per_night = max_resubmits_per_exposure, max_resubmits_per_night
         self._subs: dict[int, object] = {}
 
     def _submission(self, sub_id: int):
@@ -54,6 +59,7 @@ class Collector:
         active = self.db.tasks(*TASK_ACTIVE)
         counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0}
         if not active:
+            self.executor.idle_poll()  # e.g. keep a worker pool full while nothing is in flight
             return counts
         queued = self.executor.queue([t.job_id for t in active if t.job_id])  # the one scheduler query
         gone: list[TaskRow] = []
@@ -121,8 +127,25 @@ class Collector:
                   extra={"part": t.part})
         return "lost" if final_state == TaskState.LOST else "failed"
 
+    def _ceiling(self, t: TaskRow) -> str | None:
+        """The runaway guard: why this task's exposure or night may be resubmitted no more, or None."""
+        if (stopped := self.db.stopped(t.expid, t.night)) is not None:
+            return stopped
+        for scope, name, limit, used in (
+                ("exposure", t.expid, self.max_per_exposure, lambda: self.db.resubmissions(expid=t.expid)),
+                ("night", t.night, self.max_per_night, lambda: self.db.resubmissions(night=t.night))):
+            if limit is not None and (n := used()) >= limit:
+                why = f"resubmission ceiling: {scope} {name} was resubmitted {n} times (limit {limit})"
+                if self.db.stop_resubmitting(scope, name, why):
+                    log.error("%s: no more resubmissions for this %s; the rest of the night goes on", why, scope,
+                              extra={"part": t.part})
+                return why
+        return None
+
     def _retry(self, t: TaskRow, reason: str, *, escalate: str | None = None,
                prior_shift: tuple[float, float] | None = None) -> str:
+        if (ceiling := self._ceiling(t)) is not None:
+            return self._end(t, f"{reason}; not retried: {ceiling}", TaskState.FAILED)
         mem = t.mem_gb * 2 if escalate == "memory" and t.mem_gb else None
         minutes = t.time_minutes * 2 if escalate == "time" and t.time_minutes else None
         self.db.requeue(t.part, t.ccd, attempt=t.attempt + 1, reason=reason, mem_gb=mem, time_minutes=minutes,

@@ -59,17 +59,27 @@ class Ingest:
         try:
             self.db = StateDB(self.state_path)
             self._events = install_event_handler(self.db, "dwfhpc.ingest")  # ingest's log lines -> events table
+            max_jobs = self.opts.max_jobs or ing.max_jobs
+            if ing.workers and max_jobs and ing.workers > max_jobs:  # --workers with --max-jobs keeps the cap
+                log.warning("%d workers asked for, %d allowed by max_jobs", ing.workers, max_jobs)
+                site = self.site = site.model_copy(update={"ingest": ing.model_copy(update={"workers": max_jobs})})
+                ing = site.ingest
             self.executor = executor or make_executor(site, self.opts.executor)
-            max_jobs = self.opts.max_jobs or ing.max_jobs or self.executor.default_max_jobs()
+            if ing.workers:  # the workers are the scheduler jobs; CCD tickets wait in the shared queue
+                max_jobs = None
+            else:
+                max_jobs = max_jobs or self.executor.default_max_jobs()
             self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
             self.inbox = Inbox(site.path(ing.inbox), site.path(ing.parts_store), site.path(ing.quarantine), self.db,
                                mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
                                arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
             self.masters = MastersKeeper(self.db, site.path(site.calibration.library), site.path(site.calibration.masters),
-                                         enabled=ing.auto_masters)
+                                         enabled=ing.auto_masters, on_built=self.executor.masters_changed)
             self.submitter = Submitter(site, self.db, self.executor, self.throttle)
             self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
-                                       lost_after=ing.lost_after_seconds)
+                                       lost_after=ing.lost_after_seconds,
+                                       max_resubmits_per_exposure=ing.max_resubmits_per_exposure,
+                                       max_resubmits_per_night=ing.max_resubmits_per_night)
         except BaseException:
             if self._events is not None:
                 remove_event_handler(self._events)
@@ -112,7 +122,7 @@ class Ingest:
         inbox = self.site.path(self.site.ingest.inbox)
         waiting = any(inbox.glob("*.manifest.json")) if inbox.is_dir() else False
         return (not waiting and not self.db.count_tasks(TaskState.QUEUED, *TASK_ACTIVE)
-                and not self.masters.blocked_nights() and not (self.masters._thread and self.masters._thread.is_alive()))
+                and not self.masters.blocked_nights() and not self.masters.busy())
 
     def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None) -> dict:
         """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`)."""

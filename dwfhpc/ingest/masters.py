@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..calibrate import build_night_masters
@@ -21,8 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class MastersKeeper:
-    def __init__(self, db: StateDB, library: Path, masters: Path, enabled: bool = True):
+    def __init__(self, db: StateDB, library: Path, masters: Path, enabled: bool = True,
+                 on_built: Callable[[], None] | None = None):
         self.db, self.library, self.masters, self.enabled = db, Path(library), Path(masters), enabled
+        self.on_built = on_built  # told after each build (warm workers copy the new masters)
         self._thread: threading.Thread | None = None
         self._building: str | None = None
 
@@ -56,6 +59,8 @@ class MastersKeeper:
         try:
             made = build_night_masters(self.library, self.masters, night, progress=lambda s: None)
             self.db.set_masters_built(night, started, len(made))
+            if self.on_built is not None:
+                self.on_built()
             log.info("night %s: %d masters built in %.1f s", night, len(made), time.time() - started,
                      extra={"part": None})
         except (DwfError, OSError, ValueError) as exc:
@@ -63,6 +68,10 @@ class MastersKeeper:
             log.error("night %s: masters not built: %s", night, exc, extra={"part": None})
         finally:
             self._building = None
+
+    def busy(self) -> bool:
+        """A build is running."""
+        return bool(self._thread and self._thread.is_alive())
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread:

@@ -9,7 +9,23 @@ from ..report.counts import ccd_counts, counts_dict
 from ..state import StateDB
 
 
-def summary(db: StateDB, night: str | None = None) -> dict:
+def _spread(values: list[float]) -> dict:
+    return {"n": len(values), "p50": percentile(values, 50) if values else None,
+            "p95": percentile(values, 95) if values else None}
+
+
+def mode(site) -> dict:
+    """How CCDs are run (per-part arrays or warm workers) and, for workers, alive / busy / idle."""
+    from .executors import worker_queue_root
+    from .executors.workers import worker_status
+
+    if not site.ingest.workers:
+        return {"mode": "arrays", "workers": None}
+    return {"mode": "workers", "workers": {"wanted": site.ingest.workers, **worker_status(worker_queue_root(site))}}
+
+
+def summary(db: StateDB, night: str | None = None, site=None) -> dict:
+    """Everything ``dwfhpc status`` shows; with ``site``, also the mode and the workers' state."""
     parts = [p for p in db.parts(night=night)]
     tasks = db.tasks(night=night)
     exposures: dict[str, dict[str, int]] = {}
@@ -41,4 +57,11 @@ def summary(db: StateDB, night: str | None = None) -> dict:
                     + [{"part": p.stem, "ccd": None, "state": "quarantined", "attempts": 0, "reason": p.reason}
                        for p in parts if p.state == "quarantined"],
         "retried": sum(t.attempt > 1 for t in tasks),
+        # per CCD: submitted (array submitted, or ticket handed to the workers) -> running -> products
+        "queue_seconds": _spread([t.t_started - t.t_submitted for t in tasks
+                                  if t.state == "done" and t.t_started and t.t_submitted]),
+        "run_seconds": _spread([t.t_finished - t.t_started for t in tasks
+                                if t.state == "done" and t.t_started and t.t_finished]),
+        "resubmission_stops": db.resubmission_stops(night) if hasattr(db, "resubmission_stops") else [],
+        **(mode(site) if site is not None else {}),
     }

@@ -17,6 +17,7 @@ from ..config import SiteSettings
 from ..errors import DwfError
 from ..node import TaskSpec, result_path
 from ..parts import read_manifest
+from ..scheduler import job_name
 from ..state import PartRow, StateDB, TaskRow
 from ..states import TASK_ACTIVE, TaskState
 from .executors import ArrayExecutor, ArrayRequest
@@ -25,8 +26,8 @@ from .throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-def job_name(part: PartRow) -> str:
-    return f"dwf-{part.expid}-p{part.k}"
+def part_job_name(part: PartRow) -> str:
+    return job_name(part.expid, f"p{part.k}")
 
 
 def spec_path(specs: Path, part: str, attempt: int, first_ccd: int) -> Path:
@@ -92,7 +93,7 @@ class Submitter:
 
     def _submit(self, part: PartRow, tasks: list[TaskRow], now: float) -> int:
         path = self.make_spec(part, tasks)
-        request = ArrayRequest(part=part.stem, name=job_name(part), spec=path, ntasks=len(tasks),
+        request = ArrayRequest(part=part.stem, name=part_job_name(part), spec=path, ntasks=len(tasks),
                                mem_gb=tasks[0].mem_gb or self.site.scheduler.mem_gb,
                                time_minutes=tasks[0].time_minutes or self.site.scheduler.time_minutes)
         try:

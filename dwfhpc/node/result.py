@@ -96,6 +96,7 @@ _CHECKS = {  # JSON key -> (check, what it must be)
     "warnings": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
     "started": (_opt(_number), "a number or null"),
     "finished": (_opt(_number), "a number or null"),
+    "worker": (_opt(lambda v: isinstance(v, dict)), "an object or null"),
 }
 
 
@@ -128,6 +129,7 @@ class TaskResult:
     warnings: list[str] = field(default_factory=list)
     started: float | None = None  # Unix seconds
     finished: float | None = None
+    worker: dict | None = None  # warm-worker mode: name, job_id, claimed, preload_seconds, task_number
     version: int = VERSION
 
     @property

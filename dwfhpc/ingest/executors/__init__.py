@@ -11,8 +11,26 @@ EXECUTORS = ("local", "slurm", "pbs")
 
 
 def make_executor(site: SiteSettings, kind: str | None = None) -> ArrayExecutor:
-    """The executor named by ``kind`` (default: the site's ``ingest.executor``)."""
-    kind = kind or site.ingest.executor
+    """The executor named by ``kind`` (default: the site's ``ingest.executor``); with ``ingest.workers``
+    the same scheduler runs a pool of warm workers instead of one array per part."""
+    inner = _scheduler_executor(site, kind or site.ingest.executor)
+    ing = site.ingest
+    if not ing.workers:
+        return inner
+    from .workers import WorkerPoolExecutor
+
+    return WorkerPoolExecutor(inner, worker_queue_root(site), n=ing.workers,
+                              mem_gb=ing.worker_mem_gb or site.scheduler.mem_gb, time_minutes=ing.worker_time_minutes,
+                              replace_minutes=ing.worker_replace_minutes, stop_minutes=ing.worker_stop_minutes,
+                              scratch_vars=site.node.scratch_vars, scratch_fallback=site.node.scratch_fallback)
+
+
+def worker_queue_root(site: SiteSettings):
+    """The shared-FS work queue of worker mode (``<jobs_dir>/workers``)."""
+    return site.path(site.ingest.jobs_dir) / "workers"
+
+
+def _scheduler_executor(site: SiteSettings, kind: str) -> ArrayExecutor:
     jobs_dir = site.path(site.ingest.jobs_dir)
     if kind == "local":
         from .local import LocalArrayExecutor
@@ -29,5 +47,5 @@ def make_executor(site: SiteSettings, kind: str | None = None) -> ArrayExecutor:
     raise DwfError(f"unknown executor {kind!r} ({', '.join(EXECUTORS)})")
 
 
-__all__ = ["EXECUTORS", "ArrayExecutor", "ArrayRequest", "Outcome", "Submitted", "make_executor",
+__all__ = ["EXECUTORS", "worker_queue_root", "ArrayExecutor", "ArrayRequest", "Outcome", "Submitted", "make_executor",
            "read_result_file", "reason_from_text"]

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import DwfError
 from ...node import result_path
 from ...node.result import ErrorKind, ResultError, TaskResult, TaskStatus
 
@@ -29,6 +30,20 @@ class ArrayRequest:
     ntasks: int
     mem_gb: float
     time_minutes: int
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """An array of ``n`` warm workers pulling tickets from ``queue_root`` (see :mod:`dwfhpc.workers`)."""
+
+    name: str  # dwf-workers
+    queue_root: Path
+    n: int
+    mem_gb: float
+    time_minutes: int
+    stop_minutes: float
+    scratch_vars: list[str]
+    scratch_fallback: str
 
 
 @dataclass(frozen=True)
@@ -132,10 +147,20 @@ class ArrayExecutor(ABC):
     def queue(self, task_ids: list[str]) -> dict[str, str]:
         """Which of ``task_ids`` are still queued or running, with their state; ONE scheduler query."""
 
+    def submit_workers(self, request: WorkerRequest) -> Submitted:
+        """Submit an array of warm workers (worker mode); executors that cannot say so."""
+        raise DwfError(f"worker mode (--workers) is not available with the {self.name} executor")
+
     def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
         """How a task ended, or None when it left no trace of finishing."""
         result = read_result_file(spec, index)
         return Outcome(result=result) if result is not None else None
+
+    def idle_poll(self) -> None:
+        """A scheduler poll with none of our tasks in flight (per-part arrays: nothing to ask)."""
+
+    def masters_changed(self) -> None:
+        """New masters were built (warm workers copy them again); nothing to do for per-part arrays."""
 
     def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
         """For (task_id, folder) pairs of tasks that vanished without a result: why, where it can tell."""

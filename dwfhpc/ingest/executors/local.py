@@ -7,8 +7,8 @@ from pathlib import Path
 
 import submitit
 
-from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted
-from .submitit_common import log_reason, pickle_outcome, submit_array
+from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted, WorkerRequest
+from .submitit_common import log_reason, pickle_outcome, submit_array, submit_worker_array
 
 
 def _alive(pid: int) -> bool:
@@ -37,6 +37,14 @@ class LocalArrayExecutor(ArrayExecutor):
         ex = self._executor()
         ex.update_parameters(timeout_min=request.time_minutes, name=request.name)
         jobs = submit_array(ex, request.spec, request.ntasks)
+        for job in jobs:
+            self.jobs[job.job_id] = job
+        return Submitted(job_id=None, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))
+
+    def submit_workers(self, request: WorkerRequest) -> Submitted:
+        ex = self._executor()
+        ex.update_parameters(timeout_min=request.time_minutes, name=request.name)
+        jobs = submit_worker_array(ex, request)
         for job in jobs:
             self.jobs[job.job_id] = job
         return Submitted(job_id=None, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))

@@ -19,8 +19,8 @@ import submitit
 from ...config import SchedulerSettings
 from ...errors import DwfError
 from ...scheduler import Slurm
-from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted
-from .submitit_common import log_reason, pickle_outcome, submit_array
+from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted, WorkerRequest
+from .submitit_common import log_reason, pickle_outcome, submit_array, submit_worker_array
 
 
 def check_controller() -> None:
@@ -68,6 +68,19 @@ class SlurmArrayExecutor(ArrayExecutor):
             raise DwfError(f"sbatch refused the array {request.name}: {getattr(exc, 'output', '') or exc}") from None
         array_id = jobs[0].job_id.split("_")[0]
         return Submitted(job_id=array_id, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))
+
+    def submit_workers(self, request: WorkerRequest) -> Submitted:
+        res = self.slurm.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
+        params = self.slurm.submitit_parameters(res, job_name=request.name)
+        params["array_parallelism"] = request.n  # every worker at once: that is the point of them
+        ex = self._executor()
+        ex.update_parameters(**params)
+        try:
+            jobs = submit_worker_array(ex, request)
+        except (subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
+            raise DwfError(f"sbatch refused the worker array {request.name}: {getattr(exc, 'output', '') or exc}") from None
+        return Submitted(job_id=jobs[0].job_id.split("_")[0], task_ids=[j.job_id for j in jobs],
+                         folder=str(self.jobs_dir))
 
     def queue(self, task_ids: list[str]) -> dict[str, str]:
         return self.slurm.queue(task_ids, user=self.user)

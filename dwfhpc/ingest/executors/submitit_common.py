@@ -8,12 +8,22 @@ import submitit
 from submitit.core import utils as submitit_utils
 
 from ...node import array_task
-from .base import Outcome, reason_from_text
+from .base import Outcome, WorkerRequest, reason_from_text
 
 
 def submit_array(executor: submitit.Executor, spec: Path, ntasks: int) -> list[submitit.Job]:
     """One array through submitit: task ``i`` calls :func:`dwfhpc.node.array_task` (spec, i)."""
     return executor.map_array(array_task, [str(spec)] * ntasks, list(range(ntasks)))
+
+
+def submit_worker_array(executor: submitit.Executor, request: WorkerRequest) -> list[submitit.Job]:
+    """``request.n`` tasks of :func:`dwfhpc.workers.worker.worker_main` through submitit."""
+    from ...workers.worker import worker_main
+
+    n = request.n
+    return executor.map_array(worker_main, [str(request.queue_root)] * n, [request.time_minutes] * n,
+                              [request.stop_minutes * 60.0] * n, [None] * n, [list(request.scratch_vars)] * n,
+                              [request.scratch_fallback] * n)
 
 
 def pickle_outcome(job: submitit.Job) -> Outcome | None:

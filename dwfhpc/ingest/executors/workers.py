@@ -1,0 +1,202 @@
+"""Worker mode: warm workers behind the same executor interface as one-array-per-part.
+
+``submit`` of a part's chunk puts one ticket per CCD into the shared-FS
+:class:`~dwfhpc.workers.WorkQueue` (no scheduler call: a verified part's CCDs are claimable at
+once); the workers themselves are the tasks of worker arrays submitted through the inner
+executor (submitit local or Slurm). ``queue`` makes the ONE scheduler query of the poll, for the
+workers, and answers for the tickets from it: a waiting ticket is ``PENDING``, one claimed by a
+live worker ``RUNNING``; one claimed by a worker that left the queue is answered for by nobody,
+so the collector finds its result file or, lacking one, declares it lost and retries it (another
+worker takes it). The same poll keeps the pool full and rolls it: a worker within
+``replace_minutes`` of its walltime gets a successor before it stops taking CCDs
+(``stop_minutes`` before the end), so the night never has zero workers. ``close`` drains them:
+each finishes its current CCD and exits.
+
+The pool (worker task ids, when each was submitted) is kept in ``<queue>/pool.json``, so a
+restarted ingest re-attaches to the workers it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ...atomic import atomic_write_text
+from ...errors import DwfError
+from ...node.spec import TaskSpec
+from ...scheduler import job_name
+from ...workers import WorkQueue
+from ...workers.queue import ALL
+from ...workers.worker import HEARTBEAT_SECONDS
+from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
+
+log = logging.getLogger(__name__)
+
+_RUNNING = ("RUNNING", "COMPLETING")
+
+
+@dataclass
+class PoolMember:
+    task_id: str  # the scheduler's id of this worker's task
+    t_submitted: float
+    replaced: bool = False  # a successor was submitted for it
+
+
+class WorkerPoolExecutor(ArrayExecutor):
+    """Tickets for a pool of ``n`` warm workers started through ``inner`` (see the module docstring)."""
+
+    def __init__(self, inner: ArrayExecutor, queue_root: str | Path, *, n: int, mem_gb: float, time_minutes: int,
+                 replace_minutes: float, stop_minutes: float, scratch_vars: list[str], scratch_fallback: str,
+                 drain_timeout: float = 120.0):
+        if n < 1:
+            raise DwfError("worker mode needs at least one worker")
+        self.inner, self.n = inner, n
+        self.name = f"{inner.name}+workers"
+        self.queue_root = Path(queue_root)
+        self.work = WorkQueue(self.queue_root)
+        self.mem_gb, self.time_minutes = mem_gb, time_minutes
+        self.replace_minutes, self.stop_minutes = replace_minutes, stop_minutes
+        self.scratch_vars, self.scratch_fallback = list(scratch_vars), scratch_fallback
+        self.drain_timeout = drain_timeout
+        self.pool: list[PoolMember] = self._load()
+        self._orphans: dict[str, str] = {}  # ticket name -> task id of the worker that died holding it
+        self.started_workers = 0
+
+    # ------------------------------------------------------------------ pool file
+    def _pool_file(self) -> Path:
+        return self.queue_root / "pool.json"
+
+    def _load(self) -> list[PoolMember]:
+        try:
+            return [PoolMember(**m) for m in json.loads(self._pool_file().read_text())]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("worker pool file %s unreadable (%s): starting a new pool", self._pool_file(), exc)
+            return []
+
+    def _save(self) -> None:
+        atomic_write_text(self._pool_file(), json.dumps([asdict(m) for m in self.pool], indent=1))
+
+    # ------------------------------------------------------------------ interface
+    def submit(self, request: ArrayRequest) -> Submitted:
+        """One ticket per CCD of the spec; the pool is started on the first one."""
+        if not self.pool:
+            self._start(self.n)
+        spec = TaskSpec.read(request.spec)
+        tickets = [self.work.put(request.part, ccd, request.spec, i, spec.attempt) for i, ccd in enumerate(spec.ccds)]
+        return Submitted(job_id=None, task_ids=[t.name for t in tickets], folder=None)
+
+    def queue(self, task_ids: list[str]) -> dict[str, str]:
+        alive = self.inner.queue([m.task_id for m in self.pool])  # the poll's one scheduler query
+        self._maintain(alive)
+        live_names = {f"w{tid}" for tid in alive}
+        states = {t.name: "PENDING" for t in self.work.waiting()}
+        for worker, tickets in self.work.claims().items():
+            for t in tickets:
+                if worker in live_names:
+                    states[t.name] = "RUNNING"
+        wanted = set(task_ids)
+        return {name: state for name, state in states.items() if name in wanted}
+
+    def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
+        dead = {self._orphans[tid] for tid, _ in tasks if tid in self._orphans}
+        why = self.inner.gone_reasons([(w, None) for w in dead]) if dead else {}
+        out = {}
+        for tid, _ in tasks:
+            worker = self._orphans.get(tid)
+            if worker:
+                out[tid] = f"worker {worker} ended ({why.get(worker, 'reason unknown')})"
+        return out
+
+    def idle_poll(self) -> None:
+        """No CCD in flight: still one query for the workers, so the pool is kept full and rolled."""
+        if self.pool:
+            self.queue([])
+
+    def masters_changed(self) -> None:
+        self.work.bump_masters()
+
+    def close(self) -> None:
+        """Drain the pool: every worker finishes its current CCD and exits (bounded wait)."""
+        if self.pool:
+            self.work.request_drain(ALL)
+            deadline = time.monotonic() + self.drain_timeout
+            while time.monotonic() < deadline:
+                if not self.inner.queue([m.task_id for m in self.pool]):
+                    break
+                time.sleep(0.5)
+            else:
+                log.warning("workers still running %.0f s after the drain request: %s", self.drain_timeout,
+                            ", ".join(m.task_id for m in self.pool))
+            self.pool = []
+            self._save()
+        self.inner.close()
+
+    # ------------------------------------------------------------------ pool upkeep
+    def _start(self, count: int) -> None:
+        """Submit ``count`` workers as one array (a refusal is logged; the next poll tries again)."""
+        self.work.cancel_drain(ALL)
+        request = WorkerRequest(name=job_name("workers"), queue_root=self.queue_root, n=count, mem_gb=self.mem_gb,
+                                time_minutes=self.time_minutes, stop_minutes=self.stop_minutes,
+                                scratch_vars=self.scratch_vars, scratch_fallback=self.scratch_fallback)
+        try:
+            sub = self.inner.submit_workers(request)
+        except DwfError as exc:
+            log.error("worker array not submitted (will retry): %s", exc)
+            return
+        now = time.time()
+        self.pool += [PoolMember(task_id=tid, t_submitted=now) for tid in sub.task_ids]
+        self.started_workers += count
+        self._save()
+        log.info("%d worker(s) submitted%s", count, f" as job {sub.job_id}" if sub.job_id else "")
+
+    def _started(self, member: PoolMember) -> float:
+        """When the worker's walltime started counting: its first heartbeat, else its submission."""
+        beat = self._beats().get(f"w{member.task_id}")
+        return beat.started if beat else member.t_submitted
+
+    def _beats(self) -> dict:
+        return {b.worker: b for b in self.work.beats()}
+
+    def _maintain(self, alive: dict[str, str]) -> None:
+        """Forget dead workers (their claims become orphans), roll those near walltime, top the pool up."""
+        changed = False
+        claims = self.work.claims()
+        for member in [m for m in self.pool if m.task_id not in alive]:
+            self.pool.remove(member)
+            changed = True
+            held = claims.get(f"w{member.task_id}", [])
+            for ticket in held:
+                self._orphans[ticket.name] = member.task_id
+                self.work.withdraw(ticket, f"w{member.task_id}")
+            log.warning("worker %s left the queue%s", member.task_id,
+                        f" holding {', '.join(f'{t.part} CCD {t.ccd}' for t in held)}" if held else "")
+        now = time.time()
+        for member in self.pool:
+            end = self._started(member) + self.time_minutes * 60.0
+            if not member.replaced and now >= end - self.replace_minutes * 60.0:
+                member.replaced = True
+                changed = True
+                log.info("worker %s: walltime ends in %.0f s, starting its successor", member.task_id, end - now)
+        current = sum(1 for m in self.pool if not m.replaced)
+        if changed:
+            self._save()
+        if current < self.n:
+            self._start(self.n - current)
+
+
+def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
+    """Workers alive / busy / idle from their heartbeats (what ``dwfhpc status`` and the report show)."""
+    root = Path(queue_root)
+    if not (root / "workers").is_dir():
+        return {"alive": 0, "busy": 0, "idle": 0, "workers": []}
+    now = now or time.time()
+    beats = WorkQueue(root).beats()
+    live = [b for b in beats if b.state != "exited" and now - b.beat < 3 * HEARTBEAT_SECONDS + 5]
+    return {"alive": len(live), "busy": sum(b.state == "busy" for b in live),
+            "idle": sum(b.state in ("idle", "starting") for b in live),
+            "workers": [asdict(b) for b in live]}

@@ -1,0 +1,11 @@
+"""Warm workers: long-lived scheduler tasks that run CCD tasks one after another.
+
+``queue``    the shared-FS work queue between ingest and the workers (tickets, atomic claims,
+             heartbeats, drain requests, masters generation)
+``preload``  a worker's node-local copies of masters, bad-pixel masks and reference catalog
+``worker``   the worker loop that submitit (or a template) runs in each task of a worker array
+"""
+
+from .queue import Ticket, WorkerBeat, WorkQueue
+
+__all__ = ["Ticket", "WorkQueue", "WorkerBeat"]

@@ -1,0 +1,111 @@
+"""A warm worker's node-local copy of the calibrations: masters, bad-pixel masks, reference catalog.
+
+Copied into the worker's scratch once, and again only when ingest says new masters were built
+(the queue's masters generation moved on). A task then stages only its own CCD member; the spec it
+runs is the ticket's spec with ``masters``, ``bpm_dir`` and ``refcat`` pointing at the copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from datetime import date
+from pathlib import Path
+
+from ..node.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+def _nights(root: Path) -> list[str]:
+    out = []
+    for d in root.iterdir() if root.is_dir() else ():
+        try:
+            date.fromisoformat(d.name)
+        except ValueError:
+            continue
+        if d.is_dir():
+            out.append(d.name)
+    return out
+
+
+def _copy_tree(src: Path, dst: Path) -> int:
+    """Copy ``src`` to ``dst`` through a temporary folder renamed into place; returns bytes copied."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+
+
+class CalibrationCache:
+    """Node-local copies of what every CCD task reads besides its own member."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.generation: int | None = None
+        self.copied_bytes = 0
+        self.copies = 0
+        self._nights: set[tuple[str, str]] = set()  # (shared masters root, night) already here
+        self._static: dict[str, Path] = {}  # shared path -> local copy (bpm dir, refcat)
+
+    def refresh(self, generation: int) -> bool:
+        """Forget copied masters when the generation moved on; True if it did."""
+        if self.generation == generation:
+            return False
+        if self.generation is not None:
+            log.info("new masters (generation %d): copying them again", generation)
+        self.generation = generation
+        shutil.rmtree(self.root / "masters", ignore_errors=True)
+        self._nights.clear()
+        return True
+
+    def localise(self, spec: TaskSpec) -> TaskSpec:
+        """``spec`` with its calibration paths replaced by node-local copies (made if missing)."""
+        changes: dict[str, object] = {}
+        if spec.kind == "science" and spec.backend == "embedded":
+            changes["masters"] = str(self._masters(Path(spec.masters), spec.night))
+        if spec.bpm_dir and Path(spec.bpm_dir).is_dir():
+            changes["bpm_dir"] = str(self._static_copy(Path(spec.bpm_dir), "bpm"))
+        if isinstance(spec.refcat, str) and Path(spec.refcat).is_file():
+            changes["refcat"] = str(self._static_copy(Path(spec.refcat), "refcat"))
+        return dataclasses.replace(spec, **changes) if changes else spec
+
+    # ------------------------------------------------------------------ helpers
+    def _masters(self, shared: Path, night: str) -> Path:
+        """A local masters root holding ``night`` (or, without it, the nights nearest to it)."""
+        local = self.root / "masters" / f"{abs(hash(str(shared))):x}"
+        local.mkdir(parents=True, exist_ok=True)
+        nights = _nights(shared)
+        if night in nights:
+            wanted = [night]
+        elif nights:  # the same nearest-night rule as find_master: keep its candidates here too
+            target = date.fromisoformat(night)
+            best = min(abs((date.fromisoformat(n) - target).days) for n in nights)
+            wanted = [n for n in nights if abs((date.fromisoformat(n) - target).days) == best]
+        else:
+            wanted = []
+        for n in wanted:
+            if (str(shared), n) not in self._nights:
+                self.copied_bytes += _copy_tree(shared / n, local / n)
+                self.copies += 1
+                self._nights.add((str(shared), n))
+        return local
+
+    def _static_copy(self, shared: Path, label: str) -> Path:
+        key = str(shared)
+        if key not in self._static:
+            target = self.root / f"{label}-{abs(hash(key)):x}"
+            if shared.is_dir():
+                self.copied_bytes += _copy_tree(shared, target)
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                target = target / shared.name
+                shutil.copyfile(shared, target)
+                self.copied_bytes += target.stat().st_size
+            self.copies += 1
+            self._static[key] = target
+        return self._static[key]
