@@ -18,7 +18,7 @@ from dwfhpc.ingest.collector import Collector
 from dwfhpc.ingest.executors import ArrayExecutor, ArrayRequest, Outcome, Submitted, read_result_file
 from dwfhpc.node import result_path
 from dwfhpc.node.result import ErrorKind, ResultError, TaskResult, TaskStatus
-from dwfhpc.state import StateDB
+from dwfhpc.state import MIGRATIONS, StateDB
 from dwfhpc.states import TASK_FINAL, PartState, TaskState, part_state_from_tasks
 
 PART = "DECam_00000042.p1of1"
@@ -264,7 +264,7 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
         db.update("tasks", {"part": PART, "ccd": 1}, {"state": "done", "bogus": 1})
     with pytest.raises(ValueError, match="no column"):
         db._set_task(PART, 1, nonsense=2)
-    assert db.schema_version == 1
+    assert db.schema_version == len(MIGRATIONS) == 2
     old = tmp_path / "old.sqlite"  # a state DB from before reprocess budgets (no first_attempt, version 0)
     con = sqlite3.connect(old)
     con.execute("CREATE TABLE tasks (part TEXT NOT NULL, ccd INTEGER NOT NULL, expid TEXT NOT NULL, night TEXT,"
@@ -276,10 +276,11 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
     con.commit()
     con.close()
     with StateDB(old) as migrated:
-        assert migrated.schema_version == 1
+        assert migrated.schema_version == 2
         (t,) = migrated.tasks()
         assert (t.state, t.first_attempt, t.attempts_used) == (TaskState.FAILED, 1, 3)
         assert migrated.parts() == []  # tables added since were created
+        assert migrated.resubmission_stops() == []  # the runaway guard's table too
 
 
 def test_part_state_from_tasks():
