@@ -620,7 +620,8 @@ def main() -> int:
     say("| configuration | p50 | p95 | max | dominant stage at p95 |")
     say("|---|---:|---:|---:|---|")
     for label, s in sens:
-        say(fmt_row(label, s) + ("" if s["growth"] < 30 else f" backlog grows {s['growth']:+.0f} s over the night"))
+        row = fmt_row(label, s)
+        say(row if s["growth"] < 30 else row[:-2] + f"; backlog grows {s['growth']:+.0f} s over the night |")
     say()
 
     # the 60 s question
