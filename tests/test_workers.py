@@ -122,8 +122,10 @@ def test_worker_runs_tickets_with_masters_copied_once(world, tmp_path):
             assert result["worker"]["name"] == "w-test"
             assert all(p.is_file() for p in product_paths(tmp_path / "products", NIGHT, spec.expid, ccd).values())
     assert worker.cache.copies == 1  # the night's masters, once for four CCDs (no bpm/refcat configured here)
-    local_masters = list((tmp_path / "node-scratch").rglob("bias_25.fits"))
-    assert len(local_masters) == 1
+    assert summary.copied_bytes > 0
+    # the copies leave with the worker: a scratch that outlives the job (/tmp) keeps no masters behind
+    assert not list((tmp_path / "node-scratch").rglob("bias_25.fits"))
+    assert not (tmp_path / "node-scratch" / "dwfhpc-w-test-cal").exists()
     assert q.claims() == {} and len(list((tmp_path / "queue" / "finished").iterdir())) == 4
     beat = {b.worker: b for b in q.beats()}["w-test"]
     assert beat.state == "exited" and beat.tasks_done == 4
@@ -141,6 +143,8 @@ def test_new_masters_reach_the_worker_and_drain_ends_it(world, tmp_path):
     q.put(spec.expid, spec.ccds[0], path, 0, 1)
     _wait(lambda: result_path(path, 0).exists())
     assert worker.cache.copies == 1
+    cache = tmp_path / "node-scratch" / "dwfhpc-w-drain-cal"
+    assert len(list(cache.rglob("bias_25.fits"))) == 1  # the CCDs read node-local masters while it runs
     q.bump_masters()  # ingest built new masters: the next task copies them again
     q.put(spec.expid, spec.ccds[1], path, 1, 1)
     _wait(lambda: result_path(path, 1).exists())
@@ -148,6 +152,7 @@ def test_new_masters_reach_the_worker_and_drain_ends_it(world, tmp_path):
     q.request_drain()
     thread.join(30)
     assert not thread.is_alive() and worker.summary.reason == "drain requested" and worker.summary.tasks == 2
+    assert not cache.exists()  # removed as the worker left
 
 
 def _wait(cond, timeout: float = 60.0) -> None:

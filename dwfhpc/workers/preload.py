@@ -74,6 +74,14 @@ class CalibrationCache:
             changes["refcat"] = str(self._static_copy(Path(spec.refcat), "refcat"))
         return dataclasses.replace(spec, **changes) if changes else spec
 
+    def discard(self) -> None:
+        """Remove the copies (the worker is leaving): a scratch that outlives the job (``/tmp``, the
+        fallback) would otherwise keep a night's masters per worker, and another per replacement."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._nights.clear()
+        self._static.clear()
+        self.generation = None
+
     # ------------------------------------------------------------------ helpers
     def _masters(self, shared: Path, night: str) -> Path:
         """A local masters root holding ``night`` (or, without it, the nights nearest to it)."""

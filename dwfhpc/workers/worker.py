@@ -152,6 +152,7 @@ class Worker:
             stop_beats.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.cache.discard()  # node-local copies go with the worker (scratch may outlive the job)
         self._beat("exited")
         log.info("worker %s exits after %d tasks: %s", self.name, self.tasks, reason)
         return WorkerSummary(self.name, self.tasks, reason, self.cache.copied_bytes)
