@@ -37,7 +37,7 @@ def _assert_each_ccd_once(site, db) -> None:
 def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp_path, capsys):
     site = site_for(tmp_path, masters=True, ingest={"workers": 2, "poll_seconds": 0.3})
     deliver(parts_cache, site.path(site.ingest.inbox), "bias", "flat", "sci1", "sci2")
-    ingest = Ingest(site, IngestOptions(report=False))
+    ingest = Ingest(site, IngestOptions(report=True))
     try:
         assert isinstance(ingest.executor, WorkerPoolExecutor)
         ingest.run(drain=True, timeout=240)
@@ -57,7 +57,9 @@ def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp
     assert {b.state for b in q.beats()} == {"exited"}
     assert main(["status", "--workdir", str(tmp_path), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["queue_seconds"]["n"] == 8
+    assert s["queue_seconds"]["n"] == 8 and s["mode"] == "workers"
+    page = (tmp_path / "reports" / f"night-{NIGHT}.html").read_text()
+    assert "warm workers:" in page and "per CCD submitted -&gt; running" in page
 
 
 def test_max_jobs_caps_the_number_of_workers(parts_cache, tmp_path):
@@ -74,7 +76,7 @@ def test_runaway_guard_stops_an_exposure_that_always_fails(parts_cache, tmp_path
     site = site_for(tmp_path, masters=False, ingest={"max_attempts": 10, "max_resubmits_per_exposure": 3},
                     node={"require_masters": True})
     deliver(parts_cache, site.path(site.ingest.inbox), "sci1")
-    ingest = Ingest(site, IngestOptions(report=False))
+    ingest = Ingest(site, IngestOptions(report=True))
     try:
         ingest.run(drain=True, timeout=240)
         tasks = ingest.db.tasks()
@@ -87,6 +89,8 @@ def test_runaway_guard_stops_an_exposure_that_always_fails(parts_cache, tmp_path
         ingest.close()
     assert main(["status", "--workdir", str(tmp_path)]) == 0
     assert "stopped    exposure DECam_01100003: resubmission ceiling" in capsys.readouterr().out
+    page = (tmp_path / "reports" / f"night-{NIGHT}.html").read_text()
+    assert "resubmissions stopped (exposure DECam_01100003)" in page and "one job array per part" in page
 
 
 # --------------------------------------------------------------------------- real Slurm
