@@ -51,6 +51,16 @@ def array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: int, j
                   command=command or f"{shlex.quote(sys.executable)} -m dwfhpc.cli")
 
 
+def worker_script(site: SiteSettings, kind: str, queue_root: str | Path, n: int, job_name: str, log_dir: str | Path,
+                  *, resources: Resources, stop_seconds: float, command: str | None = None) -> str:
+    """An array of ``n`` warm workers on ``queue_root`` (``dwfhpc node worker``), for PBS or a manual sbatch."""
+    sched = scheduler_for(kind, site.scheduler)
+    return render(kind, f"worker-array{sched.script_suffix}", setup=resources.setup, queue=str(queue_root),
+                  time_minutes=int(resources.time_minutes), stop_seconds=int(stop_seconds),
+                  directives=sched.directives(resources, job_name=job_name, ntasks=n, log_dir=log_dir),
+                  command=command or f"{shlex.quote(sys.executable)} -m dwfhpc.cli")
+
+
 def write_array_script(site: SiteSettings, kind: str, spec: str | Path, ntasks: int, job_name: str, out: Path,
                        log_dir: str | Path, **kw) -> Path:
     Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def _assert_each_ccd_once(site, db) -> None:
 def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp_path, capsys):
     site = site_for(tmp_path, masters=True, ingest={"workers": 2, "poll_seconds": 0.3})
     deliver(parts_cache, site.path(site.ingest.inbox), "bias", "flat", "sci1", "sci2")
-    ingest = Ingest(site, IngestOptions(report=False))
+    ingest = Ingest(site, IngestOptions(report=True))
     try:
         assert isinstance(ingest.executor, WorkerPoolExecutor)
         ingest.run(drain=True, timeout=240)
@@ -57,7 +57,9 @@ def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp
     assert {b.state for b in q.beats()} == {"exited"}
     assert main(["status", "--workdir", str(tmp_path), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["queue_seconds"]["n"] == 8
+    assert s["queue_seconds"]["n"] == 8 and s["mode"] == "workers"
+    page = (tmp_path / "reports" / f"night-{NIGHT}.html").read_text()
+    assert "warm workers:" in page and "per CCD submitted -&gt; running" in page
 
 
 def test_max_jobs_caps_the_number_of_workers(parts_cache, tmp_path):
@@ -74,7 +76,7 @@ def test_runaway_guard_stops_an_exposure_that_always_fails(parts_cache, tmp_path
     site = site_for(tmp_path, masters=False, ingest={"max_attempts": 10, "max_resubmits_per_exposure": 3},
                     node={"require_masters": True})
     deliver(parts_cache, site.path(site.ingest.inbox), "sci1")
-    ingest = Ingest(site, IngestOptions(report=False))
+    ingest = Ingest(site, IngestOptions(report=True))
     try:
         ingest.run(drain=True, timeout=240)
         tasks = ingest.db.tasks()
@@ -87,6 +89,8 @@ def test_runaway_guard_stops_an_exposure_that_always_fails(parts_cache, tmp_path
         ingest.close()
     assert main(["status", "--workdir", str(tmp_path)]) == 0
     assert "stopped    exposure DECam_01100003: resubmission ceiling" in capsys.readouterr().out
+    page = (tmp_path / "reports" / f"night-{NIGHT}.html").read_text()
+    assert "resubmissions stopped (exposure DECam_01100003)" in page and "one job array per part" in page
 
 
 # --------------------------------------------------------------------------- real Slurm
@@ -167,3 +171,49 @@ def test_slurm_worker_near_walltime_is_replaced_with_no_gap(slurm_cluster, parts
     finally:
         ingest.close()
     _wait(lambda: not _our_workers(slurm_cluster), 120, "the drained workers to leave the queue")
+
+
+# --------------------------------------------------------------------------- scripts (PBS, manual sbatch)
+@pytest.mark.parametrize("syntax,flag", [("J", "#PBS -J 0-2"), ("t", "#PBS -t 0-2")])
+def test_pbs_worker_array_script_for_both_array_syntaxes(tmp_path, syntax, flag):
+    # No PBS server here (no Debian package of a PBS/Torque server): the script is rendered and checked.
+    from dwfhpc.ingest.executors.base import WorkerRequest
+    from dwfhpc.ingest.executors.pbs import PbsArrayExecutor
+
+    site = site_for(tmp_path, "pbs", scheduler={"pbs_array_syntax": syntax, "queue": "normal"})
+    ex = PbsArrayExecutor(site, tmp_path / "jobs")
+    script = ex.worker_script_for(WorkerRequest(name="dwf-workers", queue_root=tmp_path / "q", n=3, mem_gb=8,
+                                                time_minutes=720, stop_minutes=3, scratch_vars=[],
+                                                scratch_fallback="/tmp"))
+    text = script.read_text()
+    assert flag in text and "#PBS -q normal" in text and "#PBS -l walltime=12:00:00" in text
+    assert f" node worker {tmp_path / 'q'} --time-minutes 720 --stop-seconds 180" in text
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+@pytest.mark.slurm
+def test_manual_sbatch_of_the_worker_script_runs_tickets_and_drains(slurm_cluster, parts_cache, tmp_path):
+    """`sbatch slurm_templates/worker-array.sbatch` (rendered) starts a worker that takes a ticket and drains."""
+    from dwfhpc.node import TaskSpec, result_path
+    from dwfhpc.scheduler import scheduler_for
+    from dwfhpc.templates import worker_script
+
+    site = site_for(tmp_path, "slurm")
+    tar = next(p for p in parts_cache["sci1"] if p.name.endswith(".tar"))
+    manifest = next(p for p in parts_cache["sci1"] if p.name.endswith(".manifest.json"))
+    spec = TaskSpec.from_site(site, manifest, tar).write(tmp_path / "sci1.json")
+    q = WorkQueue(tmp_path / "queue")
+    q.put("DECam_01100003.p1of1", 25, spec, 0, 1)
+    res = scheduler_for("slurm", site.scheduler).resources(mem_gb=1, time_minutes=10)
+    script = tmp_path / "workers.sbatch"
+    script.write_text(worker_script(site, "slurm", tmp_path / "queue", 1, "dwf-workers", tmp_path / "logs",
+                                    resources=res, stop_seconds=60))
+    (tmp_path / "logs").mkdir()
+    job = slurm_cluster.run("sbatch", "--parsable", str(script)).stdout.strip().split(";")[0]
+    _wait(lambda: result_path(spec, 0).exists(), 180, "the worker's result")
+    result = json.loads(result_path(spec, 0).read_text())
+    assert result["status"] == "ok", result["error"]
+    assert result["worker"]["job_id"] in (job, f"{job}_0")
+    q.request_drain()
+    _wait(lambda: job not in slurm_cluster.run("squeue", "-h", "-o", "%i").stdout, 120, "the worker to exit")
+    assert {b.state for b in q.beats()} == {"exited"}

@@ -192,6 +192,9 @@ def test_out_of_range_index_and_bad_spec_are_failed_results(world, tmp_path):
     bad.write_text(json.dumps({"schema": "dwfhpc.task/1", "expid": "x", "bogus": 1}))
     result = run_task(bad, 0)
     assert result["status"] == "failed" and "unknown task spec key(s): bogus" in result["error"]
+    assert result["error_kind"] == "integrity"  # the same file fails the same way: not worth a retry
+    missing = run_task(tmp_path / "not-yet-there.json", 0)
+    assert "missing" in missing["error"] and missing["error_kind"] == "other"  # may still be on its way
 
 
 def test_spec_from_site_is_absolute_and_round_trips(world):

@@ -20,6 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--index", type=int, default=None,
                    help="task index (default: $SLURM_ARRAY_TASK_ID, $PBS_ARRAY_INDEX or $PBS_ARRAYID)")
     r.set_defaults(func=run)
+    w = s.add_parser("worker", help="a warm worker: run CCD after CCD from a work queue (dwfhpc ingest --workers)",
+                     description="Claim tickets from the shared-FS work queue and run each as `node run` would, "
+                                 "with the calibrations copied once into node-local scratch.")
+    w.add_argument("queue", type=Path, help="the work queue folder (<jobs_dir>/workers)")
+    w.add_argument("--time-minutes", type=float, default=None, help="this task's walltime")
+    w.add_argument("--stop-seconds", type=float, default=180.0,
+                   help="take no new CCD this long before the walltime ends (default 180)")
+    w.add_argument("--max-idle", type=float, default=None, help="exit after this many seconds without work")
+    w.set_defaults(func=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from ..workers.worker import worker_main
+
+    summary = worker_main(str(args.queue), args.time_minutes, args.stop_seconds, args.max_idle)
+    print(json.dumps(summary), flush=True)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

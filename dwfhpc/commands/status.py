@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {what:10s} " + (", ".join(f"{k} {v}" for k, v in s[what].items()) or "none"))
     if s.get("mode") == "workers":
         w = s["workers"]
-        print(f"  mode       warm workers: {w['alive']} of {w['wanted']} alive ({w['busy']} busy, {w['idle']} idle)")
+        print(f"  mode       warm workers: {w['alive']} alive ({w['busy']} busy, {w['idle']} idle)")
     else:
         print("  mode       one job array per part")
     for key, label in (("queue_seconds", "submitted -> running"), ("run_seconds", "running -> products")):

@@ -90,6 +90,7 @@ class Ingest:
         self._last_collect = float("-inf")
         self._stop = threading.Event()
         self._last_report = 0.0
+        self._reporter: threading.Thread | None = None
         self.polls = 0
 
     # ---------------------------------------------------------------- loop
@@ -112,7 +113,7 @@ class Ingest:
             self.polls += 1
         submit()
         if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
-            self.write_reports()
+            self._report_in_background()
             self._last_report = now
         return {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
                 "submitted": submitted, **collected}
@@ -141,6 +142,8 @@ class Ingest:
                 self._stop.wait(max(0.0, self.inbox_poll_seconds - (time.monotonic() - t0)))
         finally:
             if self.opts.report:
+                if self._reporter is not None:
+                    self._reporter.join()
                 self.write_reports()
         return last
 
@@ -148,6 +151,8 @@ class Ingest:
         self._stop.set()
 
     def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.join(timeout=300)
         self.masters.wait(timeout=300)
         self.inbox.close()
         self.executor.close()
@@ -156,6 +161,13 @@ class Ingest:
         self.lock.release()
 
     # ---------------------------------------------------------------- report
+    def _report_in_background(self) -> None:
+        """Redraw the night report in a thread (a few seconds of plotting must not hold the inbox)."""
+        if self._reporter is not None and self._reporter.is_alive():
+            return  # the previous one is still drawing: skip this turn
+        self._reporter = threading.Thread(target=self.write_reports, name="night-report", daemon=True)
+        self._reporter.start()
+
     def write_reports(self) -> list[Path]:
         from ..report.collect import write_night_reports
 

@@ -14,14 +14,24 @@ def _spread(values: list[float]) -> dict:
             "p95": percentile(values, 95) if values else None}
 
 
-def mode(site) -> dict:
-    """How CCDs are run (per-part arrays or warm workers) and, for workers, alive / busy / idle."""
+def spread_of_done(tasks, start: str, end: str) -> dict:
+    """p50/p95 over done tasks of ``end - start`` (two TaskRow time fields)."""
+    return _spread([getattr(t, end) - getattr(t, start) for t in tasks
+                    if t.state == "done" and getattr(t, end) and getattr(t, start)])
+
+
+def mode(site, db: StateDB) -> dict:
+    """How CCDs ran (per-part arrays or warm workers, from the executor of the latest submission) and,
+    for workers, alive / busy / idle from their heartbeats."""
     from .executors import worker_queue_root
     from .executors.workers import worker_status
 
-    if not site.ingest.workers:
+    subs = db.submissions()
+    workers = subs[-1].executor.endswith("+workers") if subs else bool(site.ingest.workers)
+    if not workers:
         return {"mode": "arrays", "workers": None}
-    return {"mode": "workers", "workers": {"wanted": site.ingest.workers, **worker_status(worker_queue_root(site))}}
+    return {"mode": "workers", "workers": {"wanted": site.ingest.workers or None,
+                                           **worker_status(worker_queue_root(site))}}
 
 
 def summary(db: StateDB, night: str | None = None, site=None) -> dict:
@@ -58,10 +68,8 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
                        for p in parts if p.state == "quarantined"],
         "retried": sum(t.attempt > 1 for t in tasks),
         # per CCD: submitted (array submitted, or ticket handed to the workers) -> running -> products
-        "queue_seconds": _spread([t.t_started - t.t_submitted for t in tasks
-                                  if t.state == "done" and t.t_started and t.t_submitted]),
-        "run_seconds": _spread([t.t_finished - t.t_started for t in tasks
-                                if t.state == "done" and t.t_started and t.t_finished]),
-        "resubmission_stops": db.resubmission_stops(night) if hasattr(db, "resubmission_stops") else [],
-        **(mode(site) if site is not None else {}),
+        "queue_seconds": spread_of_done(tasks, "t_submitted", "t_started"),
+        "run_seconds": spread_of_done(tasks, "t_started", "t_finished"),
+        "resubmission_stops": db.resubmission_stops(night),
+        **(mode(site, db) if site is not None else {}),
     }

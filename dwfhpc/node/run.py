@@ -255,10 +255,18 @@ def run_task(spec_path: str | os.PathLike[str], index: int | None = None, *, wri
     spec = None
     try:
         index = task_index(index)
-        spec = TaskSpec.read(spec_path)
     except DwfError as exc:
         result = _new_result(spec, index, spec_path)
         result.fail(str(exc), ErrorKind.OTHER)
+        result.finished = time.time()
+        return result.to_dict()
+    try:
+        spec = TaskSpec.read(spec_path)
+    except DwfError as exc:
+        # a spec on disk that fails its checks fails them again: integrity, not retried (a missing one may
+        # still be on its way over a slow shared file system)
+        result = _new_result(spec, index, spec_path)
+        result.fail(str(exc), ErrorKind.INTEGRITY if spec_path.is_file() else ErrorKind.OTHER)
         result.finished = time.time()
     else:
         result = run_spec_result(spec, index, spec_path=spec_path)

@@ -60,3 +60,9 @@ class NightData:
     ccds: list[CCDRecord] = dc_field(default_factory=list)
     # science / calibration CCD counts (:func:`dwfhpc.report.counts.ccd_counts`); None: from ``ccds``
     counts: dict | None = None
+    # how CCDs ran: {"mode": "arrays"|"workers", "workers": {...}} (:func:`dwfhpc.ingest.status.mode`)
+    mode: dict | None = None
+    # per CCD, submitted -> running and running -> products (p50/p95 dicts from the status summary)
+    queue_seconds: dict | None = None
+    # exposures / nights the runaway-resubmission guard stopped
+    stops: list[dict] = dc_field(default_factory=list)

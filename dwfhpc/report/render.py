@@ -170,7 +170,23 @@ def _summary_rows(data: NightData) -> list[tuple[str, str]]:
         *((LABELS[g], f"{counts[g].calibrated} calibrated, {counts[g].failed} failed, {counts[g].lost} lost, "
                       f"{counts[g].in_flight} in flight (of {counts[g].total})") for g in GROUPS),
         ("science latency p50 / p95", f"{percentile(lat, 50):.1f} s / {percentile(lat, 95):.1f} s" if lat else "n/a"),
+        *_mode_rows(data),
     ]
+
+
+def _mode_rows(data: NightData) -> list[tuple[str, str]]:
+    """How the CCDs ran (arrays or warm workers), their queue wait, and what the runaway guard stopped."""
+    rows = []
+    if data.mode:
+        w = data.mode.get("workers")
+        rows.append(("mode", f"warm workers: {w['alive']} alive ({w['busy']} busy, {w['idle']} idle)"
+                     if w else "one job array per part"))
+    q = data.queue_seconds or {}
+    if q.get("n"):
+        rows.append(("per CCD submitted -> running p50 / p95", f"{q['p50']:.1f} s / {q['p95']:.1f} s"))
+    for stop in data.stops:
+        rows.append((f"resubmissions stopped ({stop['scope']} {stop['name']})", stop["reason"]))
+    return rows
 
 
 def render_html(data: NightData) -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ...config import SiteSettings
 from ...scheduler import Pbs, scheduler_for
-from ...templates import write_array_script
-from .base import ArrayExecutor, ArrayRequest, Submitted
+from ...atomic import atomic_write_text
+from ...templates import worker_script, write_array_script
+from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 
 class PbsArrayExecutor(ArrayExecutor):
@@ -41,6 +42,19 @@ class PbsArrayExecutor(ArrayExecutor):
         array_id = self.pbs.submit(self.script_for(request))
         return Submitted(job_id=array_id, task_ids=self.pbs.array_task_ids(array_id, request.ntasks),
                          folder=str(self.jobs_dir))
+
+    def worker_script_for(self, request: WorkerRequest) -> Path:
+        """The warm-worker array script (``pbs_templates/worker-array.pbs``)."""
+        res = self.pbs.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
+        (self.jobs_dir / "logs").mkdir(parents=True, exist_ok=True)
+        out = self.jobs_dir / f"workers-{len(list(self.jobs_dir.glob('workers-*')))}{self.pbs.script_suffix}"
+        return atomic_write_text(out, worker_script(self.site, "pbs", request.queue_root, request.n, request.name,
+                                                    self.jobs_dir / "logs", resources=res,
+                                                    stop_seconds=request.stop_minutes * 60.0))
+
+    def submit_workers(self, request: WorkerRequest) -> Submitted:
+        job_id = self.pbs.submit(self.worker_script_for(request))
+        return Submitted(job_id=job_id, task_ids=self.pbs.array_task_ids(job_id, request.n), folder=str(self.jobs_dir))
 
     def queue(self, task_ids: list[str]) -> dict[str, str]:
         return self.pbs.queue(task_ids)
