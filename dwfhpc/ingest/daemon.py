@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SiteSettings
@@ -44,6 +45,16 @@ class IngestOptions:
     rate: float | None = None
     poll_seconds: float | None = None
     report: bool = True
+
+
+@dataclass
+class Step:
+    """One poll of :meth:`Ingest.run`, as its ``observer`` is told about it."""
+
+    counts: dict[str, int]  # what :meth:`Ingest.step` returns: accepted, quarantined, waiting, submitted, collected ...
+    started: float  # time.time() when the inbox scan began
+    accepted: list[str] = field(default_factory=list)  # parts verified and queued by this scan, in order
+    collected: tuple[float, float] | None = None  # start and end (time.time()) of the scheduler poll, if there was one
 
 
 class Ingest:
@@ -95,7 +106,12 @@ class Ingest:
     # ---------------------------------------------------------------- loop
     def step(self, now: float | None = None, *, collect: bool = True) -> dict:
         """One inbox scan, and (``collect``) one scheduler poll: what arrived, was submitted, was collected."""
-        now = now or time.time()
+        return self.poll_once(now, collect=collect).counts
+
+    def poll_once(self, now: float | None = None, *, collect: bool = True) -> Step:
+        """:meth:`step`, with when it ran and which parts it accepted."""
+        started = time.time()
+        now = now or started
         submitted = 0
 
         def submit(_stem: str | None = None) -> None:
@@ -105,8 +121,11 @@ class Ingest:
         scan = self.inbox.scan(now, on_accepted=submit)  # each part submitted as soon as it is verified
         self.masters.update()
         collected: dict = {}
+        collect_times = None
         if collect:
+            t0 = time.time()
             collected = self.collector.poll(now)
+            collect_times = (t0, time.time())
             self._last_collect = time.monotonic()
             self.masters.update()
             self.polls += 1
@@ -114,8 +133,9 @@ class Ingest:
         if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
             self.write_reports()
             self._last_report = now
-        return {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
-                "submitted": submitted, **collected}
+        counts = {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
+                  "submitted": submitted, **collected}
+        return Step(counts, started, list(scan.accepted), collect_times)
 
     def idle(self) -> bool:
         """Nothing waiting in the inbox, queued, running or being built."""
@@ -124,16 +144,25 @@ class Ingest:
         return (not waiting and not self.db.count_tasks(TaskState.QUEUED, *TASK_ACTIVE)
                 and not self.masters.blocked_nights() and not self.masters.busy())
 
-    def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None) -> dict:
-        """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`)."""
+    def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None,
+            observer: Callable[[Step], None] | None = None, until: Callable[[], bool] | None = None) -> dict:
+        """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`).
+
+        ``observer(step)`` is called after each poll with its :class:`Step` (counts and times); ``until()`` is
+        asked after each poll and ends the run when it returns true. Returns the last poll's counts.
+        """
         deadline = time.monotonic() + timeout if timeout else None
         last: dict = {}
         try:
             while True:
                 t0 = time.monotonic()
                 collect = once or t0 - self._last_collect >= self.poll_seconds - 1e-3
-                last = self.step(collect=collect)
-                if once or self._stop.is_set() or (drain and collect and self.idle()):
+                step = self.poll_once(collect=collect)
+                last = step.counts
+                if observer is not None:
+                    observer(step)
+                if (once or self._stop.is_set() or (drain and collect and self.idle())
+                        or (until is not None and until())):
                     break
                 if deadline and time.monotonic() > deadline:
                     log.error("ingest: stopped after %.0f s with work left", timeout)

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..atomic import atomic_copy, sha256_file
 from ..config import SiteSettings
 from ..errors import DwfError
-from ..ingest import Ingest, IngestOptions
+from ..ingest import Ingest, IngestOptions, Step
 from ..layout import manifest_for_tar, parse_part_stem, part_stem
 from ..locking import FileLock
 from ..parts import Manifest, verify_part
@@ -229,24 +229,28 @@ def run_pass(site: SiteSettings, keys: set[Key], stems: set[str], *,
         if FileLock.held(site.path(site.ingest.state_db)):  # an ingest started meanwhile: it takes over
             return False
         raise
-    stop = stop or threading.Event()
+    deadline = time.monotonic() + timeout if timeout else None
+    last: dict[str, int] | None = None
+
+    def observe(step: Step) -> None:  # say how the selected tasks stand whenever that changes
+        nonlocal last
+        if last is not None and step.collected is None and not (step.counts["accepted"] or step.counts["submitted"]):
+            return  # an inbox scan that changed nothing of ours
+        counts = _counts(_selected(ingest.db, keys, stems))
+        if counts != last:
+            progress("reprocess: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "waiting for the inbox"))
+            last = counts
+
+    def until() -> bool:
+        if stop is not None and stop.is_set():
+            return True
+        if deadline and time.monotonic() > deadline:
+            progress(f"reprocess: stopped waiting after {timeout:g} s; `dwfhpc ingest` collects the rest")
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + timeout if timeout else None
-        last: dict[str, int] | None = None
-        while True:
-            t0 = time.monotonic()
-            ingest.step()
-            counts = _counts(_selected(ingest.db, keys, stems))
-            if counts != last:
-                progress("reprocess: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "waiting for the inbox"))
-                last = counts
-            if not wait or stop.is_set() or ingest.idle():
-                break
-            if deadline and time.monotonic() > deadline:
-                progress(f"reprocess: stopped waiting after {timeout:g} s; `dwfhpc ingest` collects the rest")
-                break
-            stop.wait(max(0.0, ingest.poll_seconds - (time.monotonic() - t0)))
-        ingest.write_reports()
+        ingest.run(once=not wait, drain=wait, observer=observe, until=until)  # writes the night reports at the end
         return True
     finally:
         ingest.close()
