@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import SiteSettings
 from ..locking import RESTART_WAIT_SECONDS, FileLock
@@ -38,13 +39,17 @@ from .throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class IngestOptions:
-    executor: str | None = None  # local | slurm | pbs (default: the site's)
-    max_jobs: int | None = None
-    rate: float | None = None
-    poll_seconds: float | None = None
-    report: bool = True
+    """How this run behaves; what it runs with is ``site.ingest`` (the command line sets it through
+    ``load_site(..., overrides={"ingest": ...})``).
+
+    Library callers that hold a loaded site may also give ingest settings here (``executor="slurm",
+    max_jobs=8``): those not None replace ``site.ingest``'s before anything reads them.
+    """
+
+    def __init__(self, *, report: bool = True, **settings: Any):
+        self.report = report
+        self.settings = {k: v for k, v in settings.items() if v is not None}
 
 
 @dataclass
@@ -61,8 +66,8 @@ class Ingest:
     """One running ingest. ``step()`` is one poll; ``run()`` polls until stopped (or drained)."""
 
     def __init__(self, site: SiteSettings, opts: IngestOptions | None = None, *, executor: ArrayExecutor | None = None):
-        self.site = site
         self.opts = opts or IngestOptions()
+        site = self.site = site.with_changes("ingest", self.opts.settings)
         ing = site.ingest
         self.state_path = site.path(ing.state_db)
         self.lock = FileLock(self.state_path, "dwfhpc ingest", wait_seconds=RESTART_WAIT_SECONDS)
@@ -70,17 +75,16 @@ class Ingest:
         try:
             self.db = StateDB(self.state_path)
             self._events = install_event_handler(self.db, "dwfhpc.ingest")  # ingest's log lines -> events table
-            max_jobs = self.opts.max_jobs or ing.max_jobs
-            if ing.workers and max_jobs and ing.workers > max_jobs:  # --workers with --max-jobs keeps the cap
-                log.warning("%d workers asked for, %d allowed by max_jobs", ing.workers, max_jobs)
-                site = self.site = site.model_copy(update={"ingest": ing.model_copy(update={"workers": max_jobs})})
+            if ing.workers and ing.max_jobs and ing.workers > ing.max_jobs:  # --workers with --max-jobs keeps the cap
+                log.warning("%d workers asked for, %d allowed by max_jobs", ing.workers, ing.max_jobs)
+                site = self.site = site.with_changes("ingest", {"workers": ing.max_jobs})
                 ing = site.ingest
-            self.executor = executor or make_executor(site, self.opts.executor)
+            self.executor = executor or make_executor(site)
             if ing.workers:  # the workers are the scheduler jobs; CCD tickets wait in the shared queue
                 max_jobs = None
             else:
-                max_jobs = max_jobs or self.executor.default_max_jobs()
-            self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
+                max_jobs = ing.max_jobs or self.executor.default_max_jobs()
+            self.throttle = Throttle(max_jobs=max_jobs, rate=ing.rate)
             self.inbox = Inbox(site.path(ing.inbox), site.path(ing.parts_store), site.path(ing.quarantine), self.db,
                                mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
                                arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
@@ -96,7 +100,7 @@ class Ingest:
                 remove_event_handler(self._events)
             self.lock.release()
             raise
-        self.poll_seconds = self.opts.poll_seconds or ing.poll_seconds
+        self.poll_seconds = ing.poll_seconds
         self.inbox_poll_seconds = min(ing.inbox_poll_seconds, self.poll_seconds)
         self._last_collect = float("-inf")
         self._stop = threading.Event()
