@@ -36,6 +36,7 @@ from ..locking import FileLock
 from ..parts import Manifest, verify_part
 from ..state import StateDB, TaskRow
 from ..states import TASK_ACTIVE, TASK_FINAL, PartState, TaskState
+from .lookup import match_exposure
 
 REASON = "reprocess requested"
 Key = tuple[str, int]
@@ -122,13 +123,6 @@ def _listing(values: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "") if values else "none"
 
 
-def _match_exposure(expids: list[str], wanted: str) -> str | None:
-    for e in expids:
-        if e == wanted or e.split("_")[-1].lstrip("0") == wanted.lstrip("0"):
-            return e
-    return None
-
-
 def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
                  exposure: str | None = None) -> list[TaskRow]:
     """The tasks of a night / exposure (``failed``: only failed and lost ones); unknown ones are errors."""
@@ -139,7 +133,7 @@ def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
     expid = None
     if exposure is not None:
         expids = sorted({t.expid for t in db.tasks(night=night)})
-        expid = _match_exposure(expids, exposure)
+        expid = match_exposure(exposure, expids)
         if expid is None:
             where = f" of night {night}" if night else ""
             raise DwfError(f"no exposure {exposure}{where} in the state DB (exposures: {_listing(expids)})", db.path)
