@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError, ConfigProblems
 
+# the allowed values of settings, for the command line's choices and the node's checks (typing.get_args)
 Codec = Literal["jp2", "jp2-lossless", "rice", "rice-q", "none"]
+PushMode = Literal["serial", "parallel", "batch", "end-of-night"]
+Executor = Literal["local", "slurm", "pbs"]
+Backend = Literal["embedded", "photpipe", "hscpipe"]
+InstrumentName = Literal["decam", "hsc"]
 
 
 class Strict(BaseModel):
@@ -44,7 +49,7 @@ class Strict(BaseModel):
 class InstrumentSettings(Strict):
     """A camera: ``configs/decam.yaml``, ``configs/hsc.yaml``."""
 
-    name: Literal["decam", "hsc"]
+    name: InstrumentName
     pixel_scale: float = Field(gt=0, description="arcsec per pixel")
     longitude: float = Field(ge=-180, le=180, description="site longitude, degrees east (west negative)")
     latitude: float = Field(ge=-90, le=90)
@@ -68,7 +73,7 @@ class PushSettings(Strict):
     parts: int = Field(4, ge=1, description="parts per exposure")
     streams: int = Field(4, ge=1, le=64)
     jobs: int | None = Field(None, ge=1, description="compression processes (default: all cores)")
-    mode: Literal["serial", "parallel", "batch", "end-of-night"] = "parallel"
+    mode: PushMode = "parallel"
     nbundle: int = Field(4, ge=1)
     exp_min: int = Field(0, ge=0, description="end-of-night: ignore exposures at or below this number")
     poll_seconds: float = Field(2.0, gt=0)
@@ -156,7 +161,7 @@ class IngestSettings(Strict):
     state_db: str = "state.sqlite"
     specs: str = Field("specs", description="task spec JSON files")
     jobs_dir: str = Field("jobs", description="submitit folders and scheduler logs")
-    executor: Literal["local", "slurm", "pbs"] = "local"
+    executor: Executor = "local"
     poll_seconds: float = Field(5.0, gt=0, description="seconds between scheduler polls (one status query each)")
     inbox_poll_seconds: float = Field(0.25, gt=0, description="seconds between inbox scans (a directory listing; "
                                       "a verified part is submitted at once, without waiting for the scheduler poll)")
@@ -201,7 +206,7 @@ class NodeSettings(Strict):
     min_free_gb: float = Field(1.0, ge=0, description="refuse to start with less scratch than this")
     scratch_factor: float = Field(2.0, gt=0, description="scratch needed: member + this x the decompressed CCD")
     require_masters: bool = Field(True, description="fail a science CCD without master bias/flat (false: overscan only)")
-    backend: Literal["embedded", "photpipe", "hscpipe"] = "embedded"
+    backend: Backend = "embedded"
     container: bool = Field(False, description="run the calibration step inside the image")
     image: str | None = Field(None, description="Apptainer image used by container/backends")
     binds: list[str] = Field(default_factory=list, description="extra apptainer --bind entries (src[:dest[:ro]])")
@@ -257,7 +262,7 @@ class SiteSettings(Strict):
     name: str
     description: str = ""
     workdir: str = Field(".", description="base for relative paths in this file")
-    instrument: Literal["decam", "hsc"] = "decam"
+    instrument: InstrumentName = "decam"
     push: PushSettings = Field(default_factory=PushSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -276,6 +281,17 @@ class SiteSettings(Strict):
         if p.is_absolute():
             return p
         return (self.base / p).resolve()
+
+    def with_changes(self, section: str, changes: dict[str, Any]) -> SiteSettings:
+        """A copy with ``changes`` in one section (``site.with_changes("ingest", {"workers": 4})``), for
+        library callers that hold a loaded site; the command line goes through :func:`load_site`'s overrides."""
+        if not changes:
+            return self
+        settings = getattr(self, section)
+        unknown = sorted(set(changes) - set(type(settings).model_fields))
+        if unknown:
+            raise TypeError(f"unknown {section} setting(s): {', '.join(unknown)}")
+        return self.model_copy(update={section: settings.model_copy(update=dict(changes))})
 
     @property
     def base(self) -> Path:

@@ -118,7 +118,7 @@ def test_injected_wcs_offset_is_repaired(frames, tmp_path):
     assert out.wcs["status"] == "ok" and abs(out.wcs["dx"] + 10.0) < 0.5
     repaired = fits.getheader(out.products["cal"], 1)
     true_header = repaired.copy()
-    from dwfhpc.calibrate.embedded import trimmed_header
+    from dwfhpc.calibrate.calibrator import trimmed_header
     truth = trimmed_header(fits.getheader(raw), DECam().geometry(fits.getheader(raw)))
     truth["CRVAL1"] -= 10.0 / 3600.0 / np.cos(np.radians(truth["CRVAL2"]))
     y, x = np.mgrid[0:4096:512, 0:2048:512]

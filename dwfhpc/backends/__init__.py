@@ -3,7 +3,10 @@
 Each backend prepares a :class:`BackendJob` in the task's scratch folder (inputs laid out as the
 pipeline expects, the commands to run, the binds they need); :func:`run_job` runs its commands
 through ``apptainer exec`` and collects the four dwfhpc products. Staging and copy-back stay on
-the host (see :mod:`dwfhpc.node.run`).
+the host (see :mod:`dwfhpc.node.run`). Modules: ``embedded`` (``dwfhpc calibrate`` in the dwfhpc
+image, the embedded backend with ``container: true``; the calibrator itself is
+:mod:`dwfhpc.calibrate.calibrator`), ``photpipe``, ``hscpipe``, ``apptainer`` (command lines),
+``products`` (an external pipeline's output -> the four products).
 """
 
 from __future__ import annotations

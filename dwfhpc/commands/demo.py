@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import get_args
 
+from ..config import Codec, InstrumentName
 from ..demo import run_demo
 from ..simulate import parse_ccd_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a simulated night through the whole toolkit on this machine")
-    p.add_argument("--instrument", choices=("decam", "hsc"), default="decam",
+    p.add_argument("--instrument", choices=get_args(InstrumentName), default="decam",
                    help="decam: one MEF per exposure (default); hsc: one file per CCD, grouped into visits")
     p.add_argument("--exposures", type=int, default=None, help="science exposures / visits (default 4 DECam, 3 HSC)")
     p.add_argument("--cadence", type=float, default=20.0, help="seconds between exposures (default 20)")
     p.add_argument("--streams", type=int, default=4)
     p.add_argument("--biases", type=int, default=2)
     p.add_argument("--flats", type=int, default=2)
-    p.add_argument("--codec", default="rice", choices=("rice", "rice-q", "jp2", "jp2-lossless", "none"))
+    p.add_argument("--codec", default="rice", choices=get_args(Codec))
     p.add_argument("--ccds", type=parse_ccd_list, default=None,
                    help="CCDs per exposure, so the night fits a 2-core machine: DECam CCDNUM (default 1-8; 1-62 for "
                         "all), HSC DET-ID (default 41,42,49,50; 0-103 for all)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import load_site
 from ..errors import DwfError
 from ..ops.fullred import default_script_path, plan, record, submit, write_script
-from ..scheduler import scheduler_for
+from ..scheduler import SCHEDULERS, scheduler_for
 from ..state import StateDB
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--visit", required=True, help="HSC visit number (903334) or expid (HSC_0903334)")
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
     p.add_argument("--workdir", default=None, help="replace the config's workdir")
-    p.add_argument("--scheduler", choices=("slurm", "pbs"), default=None,
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="default: pbs when ingest.executor is pbs, else slurm")
     p.add_argument("--rerun", default=None, help="rerun name (default: node.hscpipe_rerun + '-full')")
     p.add_argument("--processccd-config", default=None,

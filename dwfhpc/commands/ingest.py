@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 from pathlib import Path
+from typing import get_args
 
-from ..config import load_site
+from ..config import Executor, load_site
 from ..errors import DwfError
-from ..ingest import EXECUTORS, Ingest, IngestOptions
+from ..ingest import Ingest, IngestOptions
 from ..ingest.status import summary
 
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one job array per part, one task per CCD (the default mode; kept for the operators' habit)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="warm workers instead: N long-lived tasks run CCD after CCD (config ingest.workers)")
-    p.add_argument("--executor", choices=EXECUTORS, default=None, help="config ingest.executor")
+    p.add_argument("--executor", choices=get_args(Executor), default=None, help="config ingest.executor")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-jobs", type=int, default=None, help="at most N of our tasks queued + running")
     g.add_argument("--rate", type=float, default=None, help="at most R new parts per minute")
@@ -35,22 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {"ingest": {"workers": args.workers}} if args.workers is not None else None
-    site = load_site(args.config, workdir=args.workdir, overrides=overrides)
+    bad_max_jobs = args.max_jobs is not None and args.max_jobs < 1  # said after --emit-scripts, which has no use for it
+    given = {"executor": args.executor, "max_jobs": None if bad_max_jobs else args.max_jobs, "rate": args.rate,
+             "poll_seconds": args.poll}
+    overrides = {k: v for k, v in given.items() if v}  # 0 / None: the config's
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    site = load_site(args.config, workdir=args.workdir, overrides={"ingest": overrides} if overrides else None)
     if args.emit_scripts:
         from ..ingest.emit import emit_scripts
 
-        written = emit_scripts(site, args.emit_scripts, kind="pbs" if (args.executor or site.ingest.executor) == "pbs"
-                               else "slurm")
+        written = emit_scripts(site, args.emit_scripts, kind="pbs" if site.ingest.executor == "pbs" else "slurm")
         for path in written:
             print(path)
         print(f"{len(written)} script(s) written to {args.emit_scripts}")
         return 0
-    if args.max_jobs is not None and args.max_jobs < 1:
+    if bad_max_jobs:
         raise DwfError("--max-jobs must be at least 1")
-    opts = IngestOptions(executor=args.executor, max_jobs=args.max_jobs, rate=args.rate, poll_seconds=args.poll,
-                         report=not args.no_report)
-    ingest = Ingest(site, opts)
+    ingest = Ingest(site, IngestOptions(report=not args.no_report))
     previous = {s: signal.signal(s, lambda *_: ingest.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         last = ingest.run(once=args.once, drain=args.drain)

@@ -6,10 +6,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import fitsio
 
-from ..codecs import CODEC_NAMES, DEFAULT_CODEC, DEFAULT_QLEVEL, DEFAULT_RATIO
+from ..codecs import DEFAULT_CODEC, DEFAULT_QLEVEL, DEFAULT_RATIO
+from ..config import Codec
 from ..instruments import read_ccd_headers
 from ..parts import pack_exposure
 from ..parts.fidelity import HEADER, measure
@@ -19,7 +21,7 @@ from ..simulate import parse_ccd_list
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="compress an exposure per CCD into K part tarballs with manifests")
     p.add_argument("raw", nargs="+", type=Path, help="a DECam MEF, or the per-CCD files of one HSC visit")
-    p.add_argument("--codec", choices=CODEC_NAMES, default=DEFAULT_CODEC)
+    p.add_argument("--codec", choices=get_args(Codec), default=DEFAULT_CODEC)
     p.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help="jp2 target compression ratio")
     p.add_argument("--qlevel", type=float, default=DEFAULT_QLEVEL, help="rice-q quantisation level")
     p.add_argument("--parts", type=int, default=4)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+from typing import get_args
 
-from ..codecs import CODEC_NAMES
-from ..config import load_site
-from ..push import MODES, Journal, Push, PushOptions
+from ..config import Codec, PushMode, load_site
+from ..push import Journal, Push, PushOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
     p.add_argument("--workdir", default=None, help="replace the config's workdir")
     p.add_argument("--streams", type=int, default=None, help="parallel transfer streams (config push.streams)")
-    p.add_argument("--mode", choices=MODES, default=None, help="config push.mode")
+    p.add_argument("--mode", choices=get_args(PushMode), default=None, help="config push.mode")
     p.add_argument("--nbundle", type=int, default=None, help="batch mode: exposures per bundle")
     p.add_argument("--exp-min", type=int, default=None, help="end-of-night: only exposures above this number")
-    p.add_argument("--codec", choices=CODEC_NAMES, default=None)
+    p.add_argument("--codec", choices=get_args(Codec), default=None)
     p.add_argument("--parts", type=int, default=None, help="parts per exposure (K)")
     p.add_argument("--once", action="store_true", help="process what is there, then exit (cron, tests)")
     p.add_argument("--status", action="store_true", help="print the journal summary and exit")
@@ -32,12 +32,10 @@ def run(args: argparse.Namespace) -> int:
                                    ("exp_min", args.exp_min), ("codec", args.codec), ("parts", args.parts))
                  if v is not None}
     site = load_site(args.config, workdir=args.workdir, overrides={"push": overrides} if overrides else None)
-    p = site.push
     if args.status:
         return _status(site)
-    opts = PushOptions(streams=p.streams, mode=p.mode, nbundle=p.nbundle, exp_min=p.exp_min, codec=p.codec,
-                       parts=p.parts, once=args.once or p.mode == "end-of-night",
-                       quiet=getattr(args, "quiet", False), live=args.live)
+    opts = PushOptions(once=args.once or site.push.mode == "end-of-night", quiet=getattr(args, "quiet", False),
+                       live=args.live)
     push = Push(site, opts)
     previous = {s: signal.signal(s, lambda *_: push.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -6,9 +6,11 @@ import argparse
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from ..config import InstrumentName
 from ..errors import DwfError
 from ..simulate import (DECAM_FILTERS, make_star_catalog, night_start, parse_ccd_list, simulate_decam_exposure,
                         simulate_hsc_visit, write_star_catalog, StarCatalog)
@@ -16,7 +18,7 @@ from ..simulate import (DECAM_FILTERS, make_star_catalog, night_start, parse_ccd
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="write simulated raw exposures (biases, dome flats, science) on real headers")
-    p.add_argument("--instrument", choices=("decam", "hsc"), default="decam")
+    p.add_argument("--instrument", choices=get_args(InstrumentName), default="decam")
     p.add_argument("--exposures", type=int, default=1, help="science exposures")
     p.add_argument("--biases", type=int, default=0)
     p.add_argument("--flats", type=int, default=0, help="dome flats")

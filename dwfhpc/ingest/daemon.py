@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import SiteSettings
 from ..locking import RESTART_WAIT_SECONDS, FileLock
@@ -37,21 +39,35 @@ from .throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class IngestOptions:
-    executor: str | None = None  # local | slurm | pbs (default: the site's)
-    max_jobs: int | None = None
-    rate: float | None = None
-    poll_seconds: float | None = None
-    report: bool = True
+    """How this run behaves; what it runs with is ``site.ingest`` (the command line sets it through
+    ``load_site(..., overrides={"ingest": ...})``).
+
+    Library callers that hold a loaded site may also give ingest settings here (``executor="slurm",
+    max_jobs=8``): those not None replace ``site.ingest``'s before anything reads them.
+    """
+
+    def __init__(self, *, report: bool = True, **settings: Any):
+        self.report = report
+        self.settings = {k: v for k, v in settings.items() if v is not None}
+
+
+@dataclass
+class Step:
+    """One poll of :meth:`Ingest.run`, as its ``observer`` is told about it."""
+
+    counts: dict[str, int]  # what :meth:`Ingest.step` returns: accepted, quarantined, waiting, submitted, collected ...
+    started: float  # time.time() when the inbox scan began
+    accepted: list[str] = field(default_factory=list)  # parts verified and queued by this scan, in order
+    collected: tuple[float, float] | None = None  # start and end (time.time()) of the scheduler poll, if there was one
 
 
 class Ingest:
     """One running ingest. ``step()`` is one poll; ``run()`` polls until stopped (or drained)."""
 
     def __init__(self, site: SiteSettings, opts: IngestOptions | None = None, *, executor: ArrayExecutor | None = None):
-        self.site = site
         self.opts = opts or IngestOptions()
+        site = self.site = site.with_changes("ingest", self.opts.settings)
         ing = site.ingest
         self.state_path = site.path(ing.state_db)
         self.lock = FileLock(self.state_path, "dwfhpc ingest", wait_seconds=RESTART_WAIT_SECONDS)
@@ -59,17 +75,16 @@ class Ingest:
         try:
             self.db = StateDB(self.state_path)
             self._events = install_event_handler(self.db, "dwfhpc.ingest")  # ingest's log lines -> events table
-            max_jobs = self.opts.max_jobs or ing.max_jobs
-            if ing.workers and max_jobs and ing.workers > max_jobs:  # --workers with --max-jobs keeps the cap
-                log.warning("%d workers asked for, %d allowed by max_jobs", ing.workers, max_jobs)
-                site = self.site = site.model_copy(update={"ingest": ing.model_copy(update={"workers": max_jobs})})
+            if ing.workers and ing.max_jobs and ing.workers > ing.max_jobs:  # --workers with --max-jobs keeps the cap
+                log.warning("%d workers asked for, %d allowed by max_jobs", ing.workers, ing.max_jobs)
+                site = self.site = site.with_changes("ingest", {"workers": ing.max_jobs})
                 ing = site.ingest
-            self.executor = executor or make_executor(site, self.opts.executor)
+            self.executor = executor or make_executor(site)
             if ing.workers:  # the workers are the scheduler jobs; CCD tickets wait in the shared queue
                 max_jobs = None
             else:
-                max_jobs = max_jobs or self.executor.default_max_jobs()
-            self.throttle = Throttle(max_jobs=max_jobs, rate=self.opts.rate or ing.rate)
+                max_jobs = ing.max_jobs or self.executor.default_max_jobs()
+            self.throttle = Throttle(max_jobs=max_jobs, rate=ing.rate)
             self.inbox = Inbox(site.path(ing.inbox), site.path(ing.parts_store), site.path(ing.quarantine), self.db,
                                mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
                                arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
@@ -85,7 +100,7 @@ class Ingest:
                 remove_event_handler(self._events)
             self.lock.release()
             raise
-        self.poll_seconds = self.opts.poll_seconds or ing.poll_seconds
+        self.poll_seconds = ing.poll_seconds
         self.inbox_poll_seconds = min(ing.inbox_poll_seconds, self.poll_seconds)
         self._last_collect = float("-inf")
         self._stop = threading.Event()
@@ -96,7 +111,12 @@ class Ingest:
     # ---------------------------------------------------------------- loop
     def step(self, now: float | None = None, *, collect: bool = True) -> dict:
         """One inbox scan, and (``collect``) one scheduler poll: what arrived, was submitted, was collected."""
-        now = now or time.time()
+        return self.poll_once(now, collect=collect).counts
+
+    def poll_once(self, now: float | None = None, *, collect: bool = True) -> Step:
+        """:meth:`step`, with when it ran and which parts it accepted."""
+        started = time.time()
+        now = now or started
         submitted = 0
 
         def submit(_stem: str | None = None) -> None:
@@ -106,8 +126,11 @@ class Ingest:
         scan = self.inbox.scan(now, on_accepted=submit)  # each part submitted as soon as it is verified
         self.masters.update()
         collected: dict = {}
+        collect_times = None
         if collect:
+            t0 = time.time()
             collected = self.collector.poll(now)
+            collect_times = (t0, time.time())
             self._last_collect = time.monotonic()
             self.masters.update()
             self.polls += 1
@@ -115,8 +138,9 @@ class Ingest:
         if self.opts.report and now - self._last_report >= self.site.ingest.report_every_seconds:
             self._report_in_background()
             self._last_report = now
-        return {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
-                "submitted": submitted, **collected}
+        counts = {"accepted": len(scan.accepted), "quarantined": len(scan.quarantined), "waiting": len(scan.waiting),
+                  "submitted": submitted, **collected}
+        return Step(counts, started, list(scan.accepted), collect_times)
 
     def idle(self) -> bool:
         """Nothing waiting in the inbox, queued, running or being built."""
@@ -125,16 +149,25 @@ class Ingest:
         return (not waiting and not self.db.count_tasks(TaskState.QUEUED, *TASK_ACTIVE)
                 and not self.masters.blocked_nights() and not self.masters.busy())
 
-    def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None) -> dict:
-        """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`)."""
+    def run(self, *, once: bool = False, drain: bool = False, timeout: float | None = None,
+            observer: Callable[[Step], None] | None = None, until: Callable[[], bool] | None = None) -> dict:
+        """Poll until :meth:`request_stop` (``once``: a single poll; ``drain``: until :meth:`idle`).
+
+        ``observer(step)`` is called after each poll with its :class:`Step` (counts and times); ``until()`` is
+        asked after each poll and ends the run when it returns true. Returns the last poll's counts.
+        """
         deadline = time.monotonic() + timeout if timeout else None
         last: dict = {}
         try:
             while True:
                 t0 = time.monotonic()
                 collect = once or t0 - self._last_collect >= self.poll_seconds - 1e-3
-                last = self.step(collect=collect)
-                if once or self._stop.is_set() or (drain and collect and self.idle()):
+                step = self.poll_once(collect=collect)
+                last = step.counts
+                if observer is not None:
+                    observer(step)
+                if (once or self._stop.is_set() or (drain and collect and self.idle())
+                        or (until is not None and until())):
                     break
                 if deadline and time.monotonic() > deadline:
                     log.error("ingest: stopped after %.0f s with work left", timeout)

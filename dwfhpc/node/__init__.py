@@ -1,4 +1,9 @@
-"""What runs on a compute node: one CCD of one part, staged through node-local scratch."""
+"""What runs on a compute node: one CCD of one part, staged through node-local scratch.
+
+``spec`` (the task spec; defaults and copied settings from :mod:`dwfhpc.config`), ``stage`` (member ->
+scratch, verified, decompressed), ``scratch``, ``crosscheck`` (header vs manifest), ``run`` (calibrate or
+file a calibration frame, :func:`copy_back` the products), ``result`` (:class:`TaskResult`), ``calfiling``.
+"""
 
 from .calfiling import file_calibration_frame
 from .result import ErrorKind, ResultError, TaskResult, TaskStatus

@@ -20,6 +20,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,12 +115,20 @@ def discard(temps: dict[str, Path]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def copy_back(outputs: dict[str, Path], targets: dict[str, Path]) -> int:
-    """Copy products to the shared FS: all to temporary names, then renamed together with signals held."""
+def copy_back(outputs: dict[str, Path], targets: dict[str, Path], *,
+              committed: Callable[[int], None] | None = None) -> int:
+    """Copy products to the shared FS: all to temporary names, then renamed together with signals held.
+
+    ``committed(bytes)`` runs once they are in place, still with signals held: a signal is delivered
+    only after the caller has recorded the products.
+    """
     temps = prepare_copies(outputs, targets)
     try:
         with _signals_blocked():
-            return commit_copies(temps, targets)
+            written = commit_copies(temps, targets)
+            if committed is not None:
+                committed(written)
+            return written
     finally:
         discard(temps)
 
@@ -209,14 +218,13 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
                 step = "copyback"
                 t = time.perf_counter()
                 targets = product_paths(Path(spec.products), spec.night, spec.expid, ccd)
-                temps = prepare_copies(out.products, targets)
-                try:
-                    with _signals_blocked():  # a signal now is delivered once the products are recorded
-                        result.bytes_written = commit_copies(temps, targets)
-                        result.products = {k: str(v) for k, v in targets.items()}
-                        timings["copyback"] = time.perf_counter() - t
-                finally:
-                    discard(temps)
+
+                def record(written: int) -> None:  # a signal now is delivered once the products are recorded
+                    result.bytes_written = written
+                    result.products = {k: str(v) for k, v in targets.items()}
+                    timings["copyback"] = time.perf_counter() - t
+
+                copy_back(out.products, targets, committed=record)
         result.status = TaskStatus.OK
     except TaskInterrupted as exc:
         result.interrupted = exc.signame

@@ -6,14 +6,16 @@ site config by :meth:`TaskSpec.from_site`), so a node needs nothing but the spec
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from dataclasses import field as _field
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..atomic import atomic_write_text
+from ..config import Backend, CalibrationSettings, NodeSettings
 from ..errors import DwfError
 from ..parts import Manifest, read_manifest
 from ..parts.schema import check_spec_identity, read_json_text
@@ -31,11 +33,33 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _BOUNDS = {"min_free_gb": (0, 1e12), "scratch_factor": (0, 1e6), "qlevel": (0, 1e6), "wcs_min_matches": (0, 1e9)}  # sanity, not policy
 
 SCHEMA = "dwfhpc.task/1"
-KINDS = ("science", "bias", "flat")
-BACKENDS = ("embedded", "photpipe", "hscpipe")
+KINDS = ("science", "bias", "flat")  # the instrument kinds a task calibrates or files (dwfhpc.instruments.KINDS)
+BACKENDS = get_args(Backend)
 INDEX_VARS = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
 _BACKEND_OPTION_KEYS = ("photpipe_command", "photpipe_root", "photpipe_outputs", "photpipe_env", "hscpipe_repo", "hscpipe_rerun",
                         "hscpipe_config", "hscpipe_ingest", "hscpipe_command", "hscpipe_outputs")
+#: spec fields that are ``site.node``'s settings of the same name, as they are
+_FROM_NODE = ("backend", "container", "binds", "apptainer", "scratch_vars", "scratch_fallback", "min_free_gb",
+              "scratch_factor", "require_masters")
+#: spec field -> ``site.calibration`` setting, as it is
+_FROM_CALIBRATION = {"to_electrons": "to_electrons", "qlevel": "rice_qlevel", "wcs_min_matches": "wcs_min_matches"}
+
+
+def _settings_values(node: NodeSettings, cal: CalibrationSettings) -> dict[str, Any]:
+    """The spec fields copied from the node and calibration settings (paths are resolved by :meth:`TaskSpec.from_site`)."""
+    return {**{k: copy.deepcopy(getattr(node, k)) for k in _FROM_NODE},
+            **{k: getattr(cal, setting) for k, setting in _FROM_CALIBRATION.items()}}
+
+
+_DEFAULTS = _settings_values(NodeSettings(), CalibrationSettings())
+
+
+def _default(key: str):
+    """The spec field's default: the config classes' default of the setting it comes from."""
+    value = _DEFAULTS[key]
+    if isinstance(value, (list, dict)):
+        return dataclass_field(default_factory=lambda: copy.deepcopy(value))
+    return dataclass_field(default=value)
 
 
 @dataclass
@@ -55,23 +79,23 @@ class TaskSpec:
     masters: str
     expnum: int = 0
     field: str = ""
-    backend: str = "embedded"
-    container: bool = False
+    backend: str = _default("backend")
+    container: bool = _default("container")
     image: str | None = None
-    binds: list[str] = _field(default_factory=list)
-    apptainer: str = "apptainer"
-    backend_options: dict[str, Any] = _field(default_factory=dict)
+    binds: list[str] = _default("binds")
+    apptainer: str = _default("apptainer")
+    backend_options: dict[str, Any] = dataclass_field(default_factory=dict)
     refcat: str | list[str] | None = None
     bpm_dir: str | None = None
-    scratch_vars: list[str] = _field(default_factory=lambda: ["JOBFS", "SLURM_TMPDIR", "TMPDIR"])
-    scratch_fallback: str = "/tmp"
-    min_free_gb: float = 1.0
-    scratch_factor: float = 2.0
-    to_electrons: bool = False
-    qlevel: float = 4.0
-    wcs_min_matches: int = 5
-    require_masters: bool = True
-    prior_shifts: dict[str, list[float]] = _field(default_factory=dict)
+    scratch_vars: list[str] = _default("scratch_vars")
+    scratch_fallback: str = _default("scratch_fallback")
+    min_free_gb: float = _default("min_free_gb")
+    scratch_factor: float = _default("scratch_factor")
+    to_electrons: bool = _default("to_electrons")
+    qlevel: float = _default("qlevel")
+    wcs_min_matches: int = _default("wcs_min_matches")
+    require_masters: bool = _default("require_masters")
+    prior_shifts: dict[str, list[float]] = dataclass_field(default_factory=dict)
     attempt: int = 1
     schema: str = SCHEMA
 
@@ -107,26 +131,24 @@ class TaskSpec:
         """
         manifest = manifest or read_manifest(manifest_path)
         node, cal = site.node, site.calibration
+
+        def path(value: str | None) -> str | None:  # absolute, so a node needs nothing but the spec
+            return str(site.path(value)) if value else None
+
         options = {k: getattr(node, k) for k in _BACKEND_OPTION_KEYS}
         for key in ("photpipe_root", "hscpipe_repo", "hscpipe_config"):
-            options[key] = str(site.path(options[key])) if options[key] else None
-        refcat = str(site.path(cal.refcat)) if cal.refcat else None
+            options[key] = path(options[key])
         values: dict[str, Any] = dict(
             expid=manifest.expid, instrument=manifest.instrument, night=manifest.night, kind=manifest.kind,
             filter=manifest.filter, expnum=manifest.expnum, field=manifest.field,
             part_tar=str(Path(part_tar).resolve()), manifest=str(Path(manifest_path).resolve()),
             ccds=list(ccds) if ccds else manifest.ccds,
             products=str(site.path(cal.products)), library=str(site.path(cal.library)),
-            masters=str(site.path(cal.masters)), refcat=refcat,
-            bpm_dir=str(site.path(cal.bpm_dir)) if cal.bpm_dir else None,
-            backend=node.backend, container=node.container,
-            image=str(site.path(node.image)) if node.image else None,
-            binds=list(node.binds), apptainer=node.apptainer, backend_options=options,
-            scratch_vars=list(node.scratch_vars), scratch_fallback=node.scratch_fallback,
-            min_free_gb=node.min_free_gb, scratch_factor=node.scratch_factor, to_electrons=cal.to_electrons,
-            qlevel=cal.rice_qlevel, wcs_min_matches=cal.wcs_min_matches,
-            require_masters=node.require_masters, attempt=attempt,
+            masters=str(site.path(cal.masters)),
+            refcat=path(cal.refcat), bpm_dir=path(cal.bpm_dir), image=path(node.image),
+            backend_options=options, attempt=attempt,
             prior_shifts={str(k): list(v) for k, v in (prior_shifts or {}).items()},
+            **_settings_values(node, cal),
         )
         values.update(overrides)
         return cls(**values)
@@ -145,8 +167,6 @@ class TaskSpec:
         """A backend option from the spec, else the site default of :class:`NodeSettings`."""
         if key in self.backend_options:
             return self.backend_options[key]
-        from ..config import NodeSettings
-
         return getattr(NodeSettings(), key)
 
     # ------------------------------------------------------------------ files

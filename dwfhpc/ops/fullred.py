@@ -36,6 +36,7 @@ from ..parts import read_manifest
 from ..scheduler import SCHEDULERS, CommandNotFound, Scheduler, job_name, scheduler_for
 from ..state import StateDB
 from ..templates import render
+from .lookup import match_exposure
 
 # Values only known on the node, as tokens in argv elements; the script turns them into shell variables.
 _SCRATCH, _RAW, _CCD = "/@DWF_SCRATCH@", "@DWF_RAW@", "@DWF_CCD@"
@@ -82,9 +83,9 @@ def hsc_visits(db: StateDB) -> dict[int, str]:
 def find_visit(db: StateDB, wanted: str) -> tuple[int, str]:
     """A visit by number (``903334``) or expid (``HSC_0903334``)."""
     visits = hsc_visits(db)
-    for visit, expid in visits.items():
-        if wanted == expid or wanted.lstrip("0") == str(visit).lstrip("0") or wanted == f"{visit:07d}":
-            return visit, expid
+    found = match_exposure(wanted, visits.items(), expid=lambda v: v[1], number=lambda v: v[0])
+    if found is not None:
+        return found
     known = ", ".join(str(v) for v in sorted(visits)) or "none"
     raise DwfError(f"no HSC visit {wanted} in the state DB (visits: {known})", db.path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DwfError
+from .lookup import match_exposure
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def exposures(products: Path, night: str | None = None) -> list[ExposureQA]:
 
 def find_exposure(items: list[ExposureQA], wanted: str) -> ExposureQA:
     """By expid (``DECam_01100005``) or exposure number (``1100005``)."""
-    for e in items:
-        if e.expid == wanted or e.expid.split("_")[-1].lstrip("0") == wanted.lstrip("0"):
-            return e
-    raise DwfError(f"no calibrated exposure {wanted!r}")
+    found = match_exposure(wanted, items, expid=lambda e: e.expid)
+    if found is None:
+        raise DwfError(f"no calibrated exposure {wanted!r}")
+    return found

@@ -30,12 +30,13 @@ from pathlib import Path
 from ..atomic import atomic_copy, sha256_file
 from ..config import SiteSettings
 from ..errors import DwfError
-from ..ingest import Ingest, IngestOptions
+from ..ingest import Ingest, IngestOptions, Step
 from ..layout import manifest_for_tar, parse_part_stem, part_stem
 from ..locking import FileLock
 from ..parts import Manifest, verify_part
 from ..state import StateDB, TaskRow
 from ..states import TASK_ACTIVE, TASK_FINAL, PartState, TaskState
+from .lookup import match_exposure
 
 REASON = "reprocess requested"
 Key = tuple[str, int]
@@ -122,13 +123,6 @@ def _listing(values: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "") if values else "none"
 
 
-def _match_exposure(expids: list[str], wanted: str) -> str | None:
-    for e in expids:
-        if e == wanted or e.split("_")[-1].lstrip("0") == wanted.lstrip("0"):
-            return e
-    return None
-
-
 def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
                  exposure: str | None = None) -> list[TaskRow]:
     """The tasks of a night / exposure (``failed``: only failed and lost ones); unknown ones are errors."""
@@ -139,7 +133,7 @@ def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
     expid = None
     if exposure is not None:
         expids = sorted({t.expid for t in db.tasks(night=night)})
-        expid = _match_exposure(expids, exposure)
+        expid = match_exposure(exposure, expids)
         if expid is None:
             where = f" of night {night}" if night else ""
             raise DwfError(f"no exposure {exposure}{where} in the state DB (exposures: {_listing(expids)})", db.path)
@@ -229,24 +223,28 @@ def run_pass(site: SiteSettings, keys: set[Key], stems: set[str], *,
         if FileLock.held(site.path(site.ingest.state_db)):  # an ingest started meanwhile: it takes over
             return False
         raise
-    stop = stop or threading.Event()
+    deadline = time.monotonic() + timeout if timeout else None
+    last: dict[str, int] | None = None
+
+    def observe(step: Step) -> None:  # say how the selected tasks stand whenever that changes
+        nonlocal last
+        if last is not None and step.collected is None and not (step.counts["accepted"] or step.counts["submitted"]):
+            return  # an inbox scan that changed nothing of ours
+        counts = _counts(_selected(ingest.db, keys, stems))
+        if counts != last:
+            progress("reprocess: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "waiting for the inbox"))
+            last = counts
+
+    def until() -> bool:
+        if stop is not None and stop.is_set():
+            return True
+        if deadline and time.monotonic() > deadline:
+            progress(f"reprocess: stopped waiting after {timeout:g} s; `dwfhpc ingest` collects the rest")
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + timeout if timeout else None
-        last: dict[str, int] | None = None
-        while True:
-            t0 = time.monotonic()
-            ingest.step()
-            counts = _counts(_selected(ingest.db, keys, stems))
-            if counts != last:
-                progress("reprocess: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "waiting for the inbox"))
-                last = counts
-            if not wait or stop.is_set() or ingest.idle():
-                break
-            if deadline and time.monotonic() > deadline:
-                progress(f"reprocess: stopped waiting after {timeout:g} s; `dwfhpc ingest` collects the rest")
-                break
-            stop.wait(max(0.0, ingest.poll_seconds - (time.monotonic() - t0)))
-        ingest.write_reports()
+        ingest.run(once=not wait, drain=wait, observer=observe, until=until)  # writes the night reports at the end
         return True
     finally:
         ingest.close()

@@ -1,11 +1,12 @@
 """The telescope side: watch the raw folder, pack exposures into parts, send them on N streams.
 
-Public API: :class:`Push` + :class:`PushOptions` (one run), :class:`Journal` (the SQLite sender
-journal), :class:`Watcher`, :class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
+Public API: :class:`Push` + :class:`PushOptions` (one run: its settings are ``site.push``, the options
+are once / quiet / live), :class:`Journal` (the SQLite sender journal), :class:`Watcher`,
+:class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
 
-Inside a run: ``watcher`` (complete exposures) -> ``scheduler`` (which next; the part queue) ->
-``packer`` (parts, in a forkserver pool) -> ``sender`` (N streams, one retry helper);
-``reconciler`` resumes a killed run and counts what arrived at the end of the night.
+Inside a run (``runner``): ``watcher`` (complete exposures) -> ``scheduler`` (which next; the part queue) ->
+``packer`` (parts, in a forkserver pool) -> ``sender`` (N streams, one retry helper) -> ``transport``;
+``reconciler`` resumes a killed run and counts what arrived at the end of the night; ``view`` shows it.
 """
 
 from .journal import ExposureRow, Journal, SentPart

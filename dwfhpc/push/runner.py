@@ -10,7 +10,7 @@ the :class:`~dwfhpc.push.journal.Journal` records all of it and :class:`~dwfhpc.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from typing import Any
 
 from ..config import SiteSettings
 from ..locking import RESTART_WAIT_SECONDS, FileLock
@@ -26,30 +26,30 @@ from .watcher import Watcher
 __all__ = ["Push", "PushOptions", "PushOutcome"]
 
 
-@dataclass
 class PushOptions:
-    streams: int
-    mode: str
-    nbundle: int
-    exp_min: int
-    codec: str
-    parts: int
-    once: bool = False
-    quiet: bool = False
-    live: bool | None = None
+    """How this run behaves; what it runs with is ``site.push`` (the command line sets it through
+    ``load_site(..., overrides={"push": ...})``).
+
+    Library callers that hold a loaded site may also give push settings here (``streams=4, codec="rice"``):
+    those not None replace ``site.push``'s before anything reads them.
+    """
+
+    def __init__(self, *, once: bool = False, quiet: bool = False, live: bool | None = None, **settings: Any):
+        self.once, self.quiet, self.live = once, quiet, live
+        self.settings = {k: v for k, v in settings.items() if v is not None}
 
 
 class Push:
     """One run of ``dwfhpc push`` (continuous, ``--once`` or end-of-night)."""
 
-    def __init__(self, site: SiteSettings, opts: PushOptions):
-        self.site = site
-        self.opts = opts
+    def __init__(self, site: SiteSettings, opts: PushOptions | None = None):
+        self.opts = opts = opts or PushOptions()
+        site = self.site = site.with_changes("push", opts.settings)
         p = site.push
         self.raw_dir = site.path(p.raw_dir)
         self.outgoing = site.path(p.outgoing_dir)
         self.journal_path = site.path(p.journal)
-        self.transports: list[Transport] = make_transports(site, opts.streams, str(self.journal_path))
+        self.transports: list[Transport] = make_transports(site, p.streams, str(self.journal_path))
         self.lock = FileLock(self.journal_path, "dwfhpc push", wait_seconds=RESTART_WAIT_SECONDS)
         try:
             self.journal = Journal(self.journal_path)
@@ -58,25 +58,25 @@ class Push:
         except BaseException:
             self.lock.release()
             raise
-        self.policy = Policy(opts.mode, opts.streams, opts.nbundle, opts.exp_min)
+        self.policy = Policy(p.mode, p.streams, p.nbundle, p.exp_min)
         self.flight = Flight(self.policy)
         self.outcome: PushOutcome = self.flight.outcome
-        self.state = ViewState(streams=[StreamStats() for _ in range(opts.streams)])
+        self.state = ViewState(streams=[StreamStats() for _ in range(p.streams)])
         self.view = PushView(self.state, quiet=opts.quiet, live=opts.live)
         self.stop = threading.Event()
         self.retry = Retry(site.transport, self.journal, self.view, self.stop)
         self.sender = Sender(self.transports, self.flight, self.journal, self.view, self.state, self.retry,
                              self.outgoing, self.stop, once=opts.once, keep_sent_parts=p.keep_sent_parts)
-        self.packer = Packer(p, self.outgoing, self.journal, self.flight, self.view, codec=opts.codec,
-                             parts=opts.parts, threads=max(1, min(2, opts.streams)),
+        self.packer = Packer(p, self.outgoing, self.journal, self.flight, self.view, codec=p.codec,
+                             parts=p.parts, threads=max(1, min(2, p.streams)),
                              on_delivered=self.sender.delivered)
         self.reconciler = Reconciler(site, self.journal, self.flight, self.view, self.transports[0], self.retry,
-                                     self.outgoing, exp_min=opts.exp_min)
+                                     self.outgoing, exp_min=p.exp_min)
 
     # ---------------------------------------------------------------- life cycle
     def run(self) -> PushOutcome:
         t = self.site.transport
-        self.view.event("info", "start", mode=self.opts.mode, streams=self.opts.streams, transport=t.kind,
+        self.view.event("info", "start", mode=self.site.push.mode, streams=self.site.push.streams, transport=t.kind,
                         raw_dir=self.raw_dir, once=self.opts.once)
         self.packer.start()
         try:
@@ -84,11 +84,11 @@ class Push:
                 self.retry(self.transports[0].prepare, "prepare", limit=t.retries)
                 self.watcher.recover_visits()
                 self.reconciler.recover()
-                if self.opts.mode == "end-of-night":
+                if self.site.push.mode == "end-of-night":
                     self.reconciler.reconcile()
                 self.sender.start()
                 self._loop()
-                if self.opts.mode == "end-of-night":
+                if self.site.push.mode == "end-of-night":
                     self.outcome.x_of_y = self.reconciler.final_count()
         finally:
             self.request_stop()
@@ -120,7 +120,7 @@ class Push:
                 candidates = [e for e in self.journal.exposures("complete") if e.expid not in flight]
                 for exp in self.policy.select(candidates, len(flight)):
                     self.packer.submit(exp)
-                waiting = len(self.policy.select(candidates, 0)) if self.opts.mode == "end-of-night" else len(candidates)
+                waiting = len(self.policy.select(candidates, 0)) if self.site.push.mode == "end-of-night" else len(candidates)
                 self.state.pending_files = res.pending
                 self.state.queued_exposures = len(candidates)
                 self.state.queued_parts = len(flight.queue)

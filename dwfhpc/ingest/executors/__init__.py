@@ -1,5 +1,6 @@
-"""Schedulers behind one executor interface: ``local`` (submitit LocalExecutor), ``slurm`` (submitit
-SlurmExecutor), ``pbs`` (templates + qsub)."""
+"""Schedulers behind one executor interface (``base.ArrayExecutor``): ``local`` (submitit LocalExecutor),
+``slurm`` (submitit SlurmExecutor), ``pbs`` (templates + qsub); ``workers`` runs warm workers through
+any of them. :func:`make_executor` builds the site's; ``Ingest(site, executor=...)`` takes another."""
 
 from __future__ import annotations
 
