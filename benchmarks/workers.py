@@ -560,7 +560,7 @@ def report(args, argv, cluster, made, py, results, recs, total) -> str:
         f"{ratio50:.2f}x"
         + ("" if met_ratio else f"; short of 2x by {2.0 - ratio95:.2f}x, i.e. workers' p95 would need to be "
                                 f"{fmt(a95 / 2)} s, {fmt(w95 - a95 / 2)} s less") + ").",
-        f"- What holds the p95 (mean seconds over the slowest 5% of CCDs): arrays "
+        "- What holds the p95 (mean seconds over the slowest 5% of CCDs): arrays "
         + ", ".join(f"{k} {v:.2f}" for k, v in slow_a.items()) + "; workers "
         + ", ".join(f"{k} {v:.2f}" for k, v in slow_w.items()) + ".",
         "",

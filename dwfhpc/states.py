@@ -86,7 +86,6 @@ SENT_PART_FINAL = frozenset({SentPartState.CONFIRMED, SentPartState.FAILED})
 SENT_PART_ACTIVE = frozenset({SentPartState.SENDING})
 
 
-
 def part_state_from_tasks(states: Iterable[str]) -> PartState:
     """A part's state from its tasks' states: done (all done), failed (all final), queued (all queued), else active."""
     states = [TaskState(s) for s in states]
@@ -100,13 +99,9 @@ def part_state_from_tasks(states: Iterable[str]) -> PartState:
 
 
 def exposure_state_from_tasks(states: Iterable[str]) -> ExposureState:
-    """An exposure's state from its CCDs' task states (as ``dwfhpc status`` counts them)."""
-    states = [TaskState(s) for s in states]
-    if states and all(s is TaskState.DONE for s in states):
-        return ExposureState.DONE
-    if states and all(s in TASK_FINAL for s in states):
-        return ExposureState.FAILED
-    return ExposureState.IN_PROGRESS
+    """An exposure's state from its CCDs' task states (as ``dwfhpc status`` counts them): done, failed, else in progress."""
+    part = part_state_from_tasks(states)
+    return {PartState.DONE: ExposureState.DONE, PartState.FAILED: ExposureState.FAILED}.get(part, ExposureState.IN_PROGRESS)
 
 
 __all__ = ["PartState", "TaskState", "ExposureState", "FileState", "PushExposureState", "SentPartState",

@@ -337,7 +337,6 @@ def escaped(extra_roots: tuple[Path, ...], allowed: tuple[Path, ...]) -> list[st
 # =============================================================================== the tests
 import time  # noqa: E402
 
-import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -36,7 +36,7 @@ def _claim_all(root: str, name: str, out: str) -> None:
 
 def test_racing_workers_never_claim_the_same_ticket(tmp_path):
     q = WorkQueue(tmp_path / "q")
-    names = {q.put(f"E.p1of1", ccd, "/spec.json", i, 1).name for i, ccd in enumerate(range(1, 301))}
+    names = {q.put("E.p1of1", ccd, "/spec.json", i, 1).name for i, ccd in enumerate(range(1, 301))}
     assert len(names) == 300 and len(q.waiting()) == 300
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_claim_all, args=(str(tmp_path / "q"), f"w{i}", str(tmp_path / f"w{i}.json")))

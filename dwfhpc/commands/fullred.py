@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import load_site
 from ..errors import DwfError
 from ..ops.fullred import default_script_path, plan, record, submit, write_script
 from ..scheduler import SCHEDULERS, scheduler_for
 from ..state import StateDB
+from .common import add_site_arguments, site_from, state_db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "for the visit's CCDs in the state DB, submit it with sbatch (qsub) and record the "
                                    "job id in the state DB.")
     p.add_argument("--visit", required=True, help="HSC visit number (903334) or expid (HSC_0903334)")
-    p.add_argument("--config", default="local", help="site config name or file (default: local)")
-    p.add_argument("--workdir", default=None, help="replace the config's workdir")
+    add_site_arguments(p)
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="default: pbs when ingest.executor is pbs, else slurm")
     p.add_argument("--rerun", default=None, help="rerun name (default: node.hscpipe_rerun + '-full')")
@@ -38,10 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
-    path = site.path(site.ingest.state_db)
-    if not path.is_file():
-        raise DwfError("no state DB here (dwfhpc ingest has not run with this config)", path)
+    site = site_from(args)
+    path = state_db_path(site)
     if args.time_minutes is not None and args.time_minutes < 1:
         raise DwfError("--time-minutes must be at least 1")
     if args.mem_gb is not None and args.mem_gb <= 0:

@@ -6,21 +6,18 @@ import argparse
 import json
 from collections import Counter
 
-from ..config import load_site
 from ..ops.qa_index import exposures
+from .common import add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inventory", help="calibrated exposures by field and filter")
-    p.add_argument("--config", default="local")
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--night", default=None)
-    p.add_argument("--json", action="store_true")
+    add_site_arguments(p, night="only this night (YYYY-MM-DD)", json="as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
+    site = site_from(args)
     items = exposures(site.path(site.calibration.products), args.night)
     counts = Counter((e.field, e.filter) for e in items)
     if args.json:

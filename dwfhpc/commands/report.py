@@ -6,27 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import load_site
 from ..errors import DwfError
 from ..report.collect import nights, write_night_reports
 from ..state import StateDB
+from .common import add_site_arguments, site_from, state_db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="regenerate the night report(s) (HTML with plots) from the state DB")
-    p.add_argument("--config", default="local", help="site config name or file (default: local)")
-    p.add_argument("--workdir", default=None, help="replace the config's workdir")
-    p.add_argument("--night", default=None, help="only this night (YYYY-MM-DD; default: every night in the DB)")
+    add_site_arguments(p, night="only this night (YYYY-MM-DD; default: every night in the DB)")
     p.add_argument("--out", type=Path, default=None, help="folder for night-<night>.html (default: ingest.report_dir)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
-    path = site.path(site.ingest.state_db)
-    if not path.is_file():
-        raise DwfError("no state DB here (dwfhpc ingest has not run with this config)", path)
+    site = site_from(args)
+    path = state_db_path(site)
     out_dir = args.out or site.path(site.ingest.report_dir)
     with StateDB(path) as db:
         known = nights(db)

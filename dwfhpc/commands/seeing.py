@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_site
 from ..ops.qa_index import exposures, find_exposure
+from .common import add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("seeing", help="seeing (median stellar FWHM, arcsec) of calibrated exposures")
-    p.add_argument("--config", default="local")
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--night", default=None)
+    add_site_arguments(p, night="only this night (YYYY-MM-DD)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--exposure", help="expid or exposure number")
     g.add_argument("--last", type=int, default=10, help="the last N exposures (default 10)")
@@ -22,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
+    site = site_from(args)
     items = exposures(site.path(site.calibration.products), args.night)
     chosen = [find_exposure(items, args.exposure)] if args.exposure else items[-args.last:]
     if args.json:

@@ -5,26 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_site
 from ..ingest.status import summary
 from ..report.counts import GROUPS, LABELS, CCDCounts
 from ..state import StateDB
+from .common import NO_STATE_DB, add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="the cluster side's state: parts and tasks by state, latency, failures")
-    p.add_argument("--config", default="local")
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--night", default=None)
-    p.add_argument("--json", action="store_true")
+    add_site_arguments(p, night="only this night (YYYY-MM-DD)", json="as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    site = load_site(args.config, workdir=args.workdir)
+    site = site_from(args)
     path = site.path(site.ingest.state_db)
     if not path.exists():
-        print(f"{path}: no state DB yet (dwfhpc ingest has not run with this config)")
+        print(f"{path}: {NO_STATE_DB}")
         return 0
     with StateDB(path) as db:
         s = summary(db, args.night, site=site)

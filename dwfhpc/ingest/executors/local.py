@@ -7,8 +7,8 @@ from pathlib import Path
 
 import submitit
 
-from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted, WorkerRequest
-from .submitit_common import log_reason, pickle_outcome, submit_array, submit_worker_array
+from .base import ArrayRequest, Submitted, WorkerRequest
+from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, submit_worker_array
 
 
 def _alive(pid: int) -> bool:
@@ -20,7 +20,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-class LocalArrayExecutor(ArrayExecutor):
+class LocalArrayExecutor(SubmititArrayExecutor):
     name = "local"
 
     def __init__(self, jobs_dir: Path):
@@ -61,12 +61,6 @@ class LocalArrayExecutor(ArrayExecutor):
 
     def _job(self, task_id: str) -> submitit.Job:
         return self.jobs.get(task_id) or submitit.LocalJob(folder=self.jobs_dir / "%j", job_id=task_id)
-
-    def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
-        found = super().outcome(spec, index, task_id, folder)
-        if found is None and task_id:
-            found = pickle_outcome(self._job(task_id))
-        return found
 
     def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
         return {tid: r for tid, _ in tasks if (r := log_reason(self._job(tid)))}

@@ -19,8 +19,8 @@ import submitit
 from ...config import SchedulerSettings
 from ...errors import DwfError
 from ...scheduler import Slurm
-from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted, WorkerRequest
-from .submitit_common import log_reason, pickle_outcome, submit_array, submit_worker_array
+from .base import ArrayRequest, Submitted, WorkerRequest
+from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, submit_worker_array
 
 
 def check_controller() -> None:
@@ -33,7 +33,7 @@ def read_max_array_size() -> int | None:
     return Slurm().query_max_array_size()
 
 
-class SlurmArrayExecutor(ArrayExecutor):
+class SlurmArrayExecutor(SubmititArrayExecutor):
     name = "slurm"
 
     def __init__(self, jobs_dir: Path, scheduler: SchedulerSettings, *, slurm: Slurm | None = None):
@@ -87,12 +87,6 @@ class SlurmArrayExecutor(ArrayExecutor):
 
     def _job(self, task_id: str) -> submitit.SlurmJob:
         return submitit.SlurmJob(folder=self.jobs_dir / "%j", job_id=task_id)
-
-    def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
-        found = super().outcome(spec, index, task_id, folder)
-        if found is None and task_id:
-            found = pickle_outcome(self._job(task_id))
-        return found
 
     def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
         reasons = self.slurm.gone_reasons([tid for tid, _ in tasks])

@@ -8,7 +8,7 @@ import submitit
 from submitit.core import utils as submitit_utils
 
 from ...node import array_task
-from .base import Outcome, WorkerRequest, reason_from_text
+from .base import ArrayExecutor, Outcome, WorkerRequest, reason_from_text
 
 
 def submit_array(executor: submitit.Executor, spec: Path, ntasks: int) -> list[submitit.Job]:
@@ -53,3 +53,16 @@ def log_reason(job: submitit.Job) -> str | None:
         if reason:
             return reason
     return None
+
+
+class SubmititArrayExecutor(ArrayExecutor):
+    """What the submitit executors share: a task's outcome is its result file, else submitit's pickle."""
+
+    def _job(self, task_id: str) -> submitit.Job:
+        raise NotImplementedError
+
+    def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
+        found = super().outcome(spec, index, task_id, folder)
+        if found is None and task_id:
+            found = pickle_outcome(self._job(task_id))
+        return found
