@@ -10,7 +10,7 @@ from ..errors import DwfError
 from ..ops.fullred import default_script_path, plan, record, submit, write_script
 from ..scheduler import SCHEDULERS, scheduler_for
 from ..state import StateDB
-from .common import add_site_arguments, site_from, state_db_path
+from ._common import add_site_arguments, site_from, state_db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

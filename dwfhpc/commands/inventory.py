@@ -7,7 +7,7 @@ import json
 from collections import Counter
 
 from ..ops.qa_index import exposures
-from .common import add_site_arguments, site_from
+from ._common import add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:

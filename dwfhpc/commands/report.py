@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import DwfError
 from ..report.collect import nights, write_night_reports
 from ..state import StateDB
-from .common import add_site_arguments, site_from, state_db_path
+from ._common import add_site_arguments, site_from, state_db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

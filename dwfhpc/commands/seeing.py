@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..ops.qa_index import exposures, find_exposure
-from .common import add_site_arguments, site_from
+from ._common import add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import json
 from ..ingest.status import summary
 from ..report.counts import GROUPS, LABELS, CCDCounts
 from ..state import StateDB
-from .common import NO_STATE_DB, add_site_arguments, site_from
+from ._common import NO_STATE_DB, add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
