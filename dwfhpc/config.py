@@ -103,6 +103,10 @@ class TransportSettings(Strict):
     backoff_max: float = Field(120.0, gt=0)
     timeout_seconds: int = Field(120, ge=1, description="rsync --timeout")
     bwlimit_kbps: int | None = Field(None, ge=1)
+    batch_parts: int = Field(8, ge=1, description="most parts one rsync call carries: a stream takes its share "
+                             "of the parts queued (queued / idle streams) in one call; 1 = one part per call")
+    pipeline_moves: bool = Field(True, description="a stream moves a batch staging -> inbox while the next "
+                                 "batch's rsync runs (the move no longer waits on the wire)")
     delivered_dirs: list[str] = Field(default_factory=list, description="receiver folders that also count as "
                                       "delivered in end-of-night mode (e.g. where ingest moves verified parts); "
                                       "the inbox always counts")

@@ -131,6 +131,50 @@ def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
     assert tmod.LocalTransport(t, tmp_path / "s", tmp_path / "i").prepare() is None  # base: nothing to prepare
 
 
+def test_batch_one_rsync_call_one_move_each_tarball_before_its_manifest(tmp_path, monkeypatch):
+    """Several parts: ONE rsync call with all their files, ONE remote move: tar1 man1 tar2 man2 in that order."""
+    from dwfhpc.config import TransportSettings
+    from dwfhpc.push import transport as tmod
+
+    (tmp_path / "known_hosts").write_text("")
+    t = TransportSettings(kind="ssh", host="recv.example", known_hosts=str(tmp_path / "known_hosts"),
+                          staging="/data/staging", inbox="/data/inbox")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(tmod, "_run", lambda argv, timeout, what: calls.append(argv))
+    tr = SshTransport(t, None, 0, tmp_path)
+    parts = [(tmp_path / f"DECam_01100001.p{k}of3.tar", tmp_path / f"DECam_01100001.p{k}of3.manifest.json")
+             for k in (1, 2, 3)]
+    tr.send(parts)
+    tr.move(parts)
+    rsync, move = calls
+    assert rsync[-8:] == ["--", *[str(f) for p in parts for f in p], "recv.example:/data/staging/"]
+    names = [f.name for p in parts for f in p]
+    assert f"for f in {' '.join(names)};" in move[-1]  # each tarball moved before its manifest
+    with pytest.raises(TransferError):
+        tr.send([(tmp_path / "x;rm.p1of1.tar", tmp_path / "x;rm.p1of1.manifest.json")])
+    assert len(calls) == 2  # a bad name anywhere in a batch: nothing run
+
+
+def test_streams_take_equal_shares_of_the_queue():
+    """16 parts queued, 4 idle streams, batch_parts 8: each stream takes 4; batch_parts 1: one each."""
+    from types import SimpleNamespace
+
+    from dwfhpc.push.scheduler import Flight
+    from dwfhpc.push.sender import Sender
+
+    for batch_parts, want in ((8, [4, 4, 4, 4]), (3, [3, 3, 3, 3]), (1, [1, 1, 1, 1])):
+        flight = Flight(Policy("parallel", 4))
+        exp = SimpleNamespace(expid="DECam_01100001", expnum=1100001, t_complete=0.0)
+        for k in range(1, 17):
+            flight.enqueue(exp, k, 16, 10)
+        retry = SimpleNamespace(settings=SimpleNamespace(batch_parts=batch_parts, pipeline_moves=True))
+        sender = Sender([SimpleNamespace(stream=i) for i in range(4)], flight, None, None, None, retry, Path("."),
+                        threading.Event(), once=True, keep_sent_parts=False)
+        got = [flight.queue.get_batch(0.1, share=sender._share) for _ in range(4)]  # none done yet: all busy
+        assert [len(b) for b in got] == want
+        assert [qp.k for qp in got[0]] == list(range(1, want[0] + 1))  # priority order kept
+
+
 def test_one_retry_helper_backs_off_and_gives_up(tmp_path):
     import io
 
@@ -249,6 +293,37 @@ def test_local_parallel_all_obstypes_and_status(tmp_path, raw_cache):
                             capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
     assert "delivered 3" in status.stdout and "confirmed 6" in status.stdout
+
+
+def test_failed_pipelined_move_resends_the_batch_each_part_confirmed_once(tmp_path, raw_cache, monkeypatch):
+    """A move that finds its batch gone from staging: the whole batch is sent again, then confirmed once."""
+    from dwfhpc.push import runner
+
+    moves: list[list[str]] = []
+
+    class Flaky(LocalTransport):
+        def move(self, parts):
+            moves.append([t.name for t, _ in parts])
+            if len(moves) == 1:  # staging emptied under us (say, a receiver-side clean-up)
+                for t, m in parts:
+                    (self.staging / t.name).unlink()
+                    (self.staging / m.name).unlink()
+            super().move(parts)
+
+    def transports(site, streams, key):
+        t = site.transport
+        return [Flaky(t, site.path(t.staging), site.path(t.inbox), i) for i in range(streams)]
+
+    monkeypatch.setattr(runner, "make_transports", transports)
+    site = site_for(tmp_path)
+    assert site.transport.pipeline_moves and site.transport.batch_parts > 1  # the defaults
+    drop(raw_cache, site.path(site.push.raw_dir), range(2))
+    out = run_push(site)
+    assert out.delivered == 2 and out.failed == 0
+    assert inbox_files(site) == expected_names(range(FIRST, FIRST + 2))
+    assert moves.count(moves[0]) == 2  # the vanished batch moved again, after a new rsync
+    assert journal_rows(site, "SELECT COUNT(*), SUM(state='confirmed') FROM parts") == [(4, 4)]
+    assert journal_rows(site, "SELECT MAX(attempts) FROM parts") == [(1,)]  # one send attempt; the resend is the move's
 
 
 def test_local_hsc_visit_grouped(tmp_path):

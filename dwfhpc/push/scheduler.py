@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..layout import manifest_name, part_tar_name
@@ -76,12 +77,21 @@ class PartQueue:
             self._cond.notify()
 
     def get(self, timeout: float) -> QueuedPart | None:
+        got = self.get_batch(timeout)
+        return got[0] if got else None
+
+    def get_batch(self, timeout: float, share: Callable[[int], int] | None = None) -> list[QueuedPart]:
+        """The next parts in priority order (empty after ``timeout`` with nothing queued).
+
+        ``share(queued)`` says how many of the ``queued`` parts to take (at least one); by default one.
+        """
         with self._cond:
             if not self._heap:
                 self._cond.wait(timeout)
             if not self._heap:
-                return None
-            return heapq.heappop(self._heap)[2]
+                return []
+            n = max(1, min(len(self._heap), share(len(self._heap)) if share else 1))
+            return [heapq.heappop(self._heap)[2] for _ in range(n)]
 
     def __len__(self) -> int:
         with self._cond:

@@ -1,4 +1,4 @@
-"""The N streams: one thread per transport, each taking the next part from the queue and delivering it.
+"""The N streams: one thread per transport, each taking its share of the queued parts and delivering them.
 
 :class:`Retry` is push's one retry loop (exponential backoff while the error is retryable), used by
 the streams for every part and by the runner and the reconciler for ``prepare`` and listings.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,7 +59,15 @@ class Retry:
 
 
 class Sender:
-    """Runs one stream per transport until ``stop``; confirms parts in the journal and reports deliveries."""
+    """Runs one stream per transport until ``stop``; confirms parts in the journal and reports deliveries.
+
+    A stream takes a batch: its share of the parts queued (``ceil(queued / idle streams)``, at most
+    ``transport.batch_parts``), sends it in one rsync call into staging, then moves it into the inbox.
+    With ``transport.pipeline_moves`` the move runs on the stream's mover thread while the stream's
+    next rsync is on the wire (one move at a time per stream). A part is confirmed in the journal
+    only once its manifest is in the inbox; a batch whose move fails is sent again whole (both steps
+    are idempotent), so a crash anywhere leaves parts unconfirmed, never lost or confirmed twice.
+    """
 
     def __init__(self, transports: list[Transport], flight: Flight, journal: Journal, view: PushView,
                  state: ViewState, retry: Retry, outgoing: Path, stop: threading.Event, *, once: bool,
@@ -73,7 +82,11 @@ class Sender:
         self.stop = stop
         self.once = once
         self.keep_sent_parts = keep_sent_parts
+        self.batch_parts = max(1, getattr(retry.settings, "batch_parts", 1))
+        self.pipeline = bool(getattr(retry.settings, "pipeline_moves", False))
         self._threads: list[threading.Thread] = []
+        self._busy = 0  # streams with an rsync in progress
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         for tr in self.transports:
@@ -87,44 +100,109 @@ class Sender:
         for th in self._threads:
             th.join(timeout=timeout)
 
+    def _share(self, queued: int) -> int:
+        """How many of ``queued`` parts one idle stream takes: an equal share among the idle streams.
+
+        Called by the queue under its lock as the stream takes them, so the stream counts as busy at once.
+        """
+        with self._busy_lock:
+            idle = max(1, len(self.transports) - self._busy)
+            self._busy += 1
+        return min(self.batch_parts, -(-queued // idle))
+
     def _stream_loop(self, tr: Transport) -> None:
         stats = self.state.streams[tr.stream]
-        while not self.stop.is_set():
-            qp = self.flight.queue.get(timeout=0.5)
-            if qp is None:
-                continue
-            stats.state, stats.part = "sending", f"{qp.expid}.p{qp.k}of{qp.n}"
-            try:
-                self._send(tr, qp, stats)
-            finally:
-                stats.state, stats.part = "idle", ""
+        mover = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"move-{tr.stream}") if self.pipeline else None
+        moving: Future | None = None
+        try:
+            while not self.stop.is_set():
+                batch = self.flight.queue.get_batch(timeout=0.5, share=self._share)
+                if not batch:
+                    continue
+                stats.state, stats.part = "sending", _label(batch)
+                try:
+                    sent = self._send(tr, batch, stats)
+                finally:
+                    with self._busy_lock:
+                        self._busy -= 1
+                    stats.state, stats.part = "idle", ""
+                if sent is None:
+                    continue
+                if mover is None:
+                    self._move(tr, batch, sent, stats)
+                    continue
+                if moving is not None:
+                    moving.result()  # one move at a time per stream: the previous batch's first
+                moving = mover.submit(self._move, tr, batch, sent, stats)
+        finally:
+            if mover is not None:
+                mover.shutdown(wait=True)  # the last batch's move: its parts are confirmed or left packed
 
-    def _send(self, tr: Transport, qp: QueuedPart, stats: StreamStats) -> None:
-        tar, manifest = self.outgoing / qp.tar, self.outgoing / qp.manifest
+    def _files(self, batch: list[QueuedPart]) -> list[tuple[Path, Path]]:
+        return [(self.outgoing / qp.tar, self.outgoing / qp.manifest) for qp in batch]
 
-        def attempt() -> float:
-            stats.state = "sending"
-            self.journal.part_attempt(qp.expid, qp.k, tr.stream, time.time())
-            t0 = time.monotonic()
+    def _check_files(self, files: list[tuple[Path, Path]]) -> None:
+        for tar, manifest in files:
             if not tar.exists() or not manifest.exists():
                 raise TransferError("part file missing from the outgoing folder (will be re-packed on restart)", tar)
-            tr.deliver(tar, manifest)
-            return time.monotonic() - t0
 
+    def _retry(self, fn: Callable[[], None], batch: list[QueuedPart], tr: Transport, stats: StreamStats) -> bool:
+        """Run ``fn`` through :class:`Retry`; on giving up, every part of the batch failed (False)."""
         def on_retry(exc: TransferError, delay: float) -> None:
-            self.journal.set_part(qp.expid, qp.k, reason=str(exc), retryable=1)
+            for qp in batch:
+                self.journal.set_part(qp.expid, qp.k, reason=str(exc), retryable=1)
             stats.state = f"retry in {delay:.0f}s"
 
         try:
-            seconds = self.retry(attempt, qp.tar, limit=self.retry.settings.retries if self.once else None,
-                                 expid=qp.expid, on_retry=on_retry, part=qp.tar, stream=tr.stream)
+            self.retry(fn, batch[0].tar, limit=self.retry.settings.retries if self.once else None,
+                       expid=batch[0].expid, on_retry=on_retry, part=_label(batch), stream=tr.stream)
         except TransferError as exc:
-            self._part_failed(qp, exc)
+            for qp in batch:
+                self._part_failed(qp, exc)
+            return False
+        return True
+
+    def _send(self, tr: Transport, batch: list[QueuedPart], stats: StreamStats) -> float | None:
+        """rsync the batch into staging (retried); the start time, or None when it failed."""
+        files = self._files(batch)
+        t0 = time.monotonic()
+
+        def attempt() -> None:
+            stats.state = "sending"
+            now = time.time()
+            for qp in batch:
+                self.journal.part_attempt(qp.expid, qp.k, tr.stream, now)
+            self._check_files(files)
+            tr.send(files)
+
+        return t0 if self._retry(attempt, batch, tr, stats) else None
+
+    def _move(self, tr: Transport, batch: list[QueuedPart], t0: float, stats: StreamStats) -> None:
+        """Move the batch into the inbox (a failed move: the whole batch sent again), then confirm its parts."""
+        files = self._files(batch)
+        first = [True]
+
+        def attempt() -> None:
+            if first[0]:
+                first[0] = False
+                tr.move(files)
+                return
+            self._check_files(files)
+            tr.deliver_many(files)
+
+        if not self._retry(attempt, batch, tr, stats):
             return
+        seconds = time.monotonic() - t0
+        nbytes = sum(qp.tar_bytes for qp in batch)
+        stats.bytes_total += nbytes
+        stats.parts_sent += len(batch)
+        stats.last_rate = nbytes / seconds if seconds > 0 else 0.0
         now = time.time()
-        stats.bytes_total += qp.tar_bytes
-        stats.parts_sent += 1
-        stats.last_rate = qp.tar_bytes / seconds if seconds > 0 else 0.0
+        for qp in batch:
+            self._confirm(tr, qp, now, seconds, stats)
+
+    def _confirm(self, tr: Transport, qp: QueuedPart, now: float, seconds: float, stats: StreamStats) -> None:
+        tar, manifest = self.outgoing / qp.tar, self.outgoing / qp.manifest
         with self.flight.lock:
             self.journal.set_part(qp.expid, qp.k, state="confirmed", t_confirmed=now, send_seconds=seconds,
                                   reason=None, retryable=0)
@@ -160,3 +238,8 @@ class Sender:
         self.view.event("info", "delivered", expid=expid, parts=exp.nparts, latency_s=latency,
                         pack_s=(exp.t_packed or 0) - (exp.t_pack_start or 0),
                         wait_s=(exp.t_pack_start or 0) - (exp.t_complete or 0))
+
+
+def _label(batch: list[QueuedPart]) -> str:
+    qp = batch[0]
+    return f"{qp.expid}.p{qp.k}of{qp.n}" + (f" +{len(batch) - 1}" if len(batch) > 1 else "")

@@ -4,10 +4,15 @@ Two transports: :class:`LocalTransport` (the receiver's folders are mounted here
 ``os.replace``) and :class:`SshTransport` (rsync over ssh, one OpenSSH ControlMaster per stream so
 each part pays no connection set-up; host keys always checked against the configured known_hosts).
 
-Delivery of one part: ``rsync -a --partial-dir=.rsync-partial --compare-dest=<inbox> tar manifest
-<staging>/`` (an interrupted transfer resumes from the partial file; a file already identical in
-the inbox is not sent again), then the move staging -> inbox, tarball first, manifest last, so
-the receiver never sees a manifest without its complete tarball.
+Delivery of a batch of parts (one or more) in two steps, :meth:`Transport.send` then
+:meth:`Transport.move`: ONE ``rsync -a --partial-dir=.rsync-partial --compare-dest=<inbox> TAR MANIFEST
+[TAR MANIFEST ...] <staging>/`` call for the whole batch (an interrupted transfer resumes from the
+partial file; a file already identical in the inbox, or complete in staging, is not sent again),
+then ONE remote command moving the batch staging -> inbox, each part's tarball first and its
+manifest last, so the receiver never sees a manifest without its complete tarball. Both steps are
+idempotent, so a batch interrupted anywhere is simply delivered again. The streams
+(:mod:`dwfhpc.push.sender`) may run the move of one batch while the next batch's rsync is on the
+wire; :meth:`Transport.deliver` does both steps for one part.
 
 The rsync command lines are built by :func:`sysrsync.get_rsync_command` (:func:`rsync_command`) and run
 by :func:`_run` (``subprocess.run`` on the argument list, stderr kept to decide whether to retry).
@@ -15,7 +20,7 @@ sysrsync takes one source and builds ``-e`` only from a key, a port and the host
 part's other file and our ``-e ssh ...`` (known_hosts, ControlPath, BatchMode) go in its ``options``,
 which it places, in order, before the source.
 
-The remote move is ``ssh HOST 'cd STAGING && for f in TAR MANIFEST; do ...mv -f -- "$f" INBOX/"$f"...'``.
+The remote move is ``ssh HOST 'mkdir -p INBOX && for f in TAR1 MANIFEST1 TAR2 ...; do ...mv -f -- STAGING/"$f" INBOX/"$f"...'``.
 OpenSSH always hands a remote command to the login shell, so no remote command can avoid a shell:
 instead, names are checked against :data:`dwfhpc.layout.PART_RE` (letters, digits, ``_``, ``-``,
 ``.``) and refused otherwise, and the two folder paths from the config are quoted with
@@ -93,16 +98,44 @@ class SendResult:
     seconds: float
 
 
+PartFiles = tuple[Path, Path]  # (tarball, manifest)
+
+
+def _batch_names(parts: list[PartFiles]) -> list[str]:
+    """The batch's file names in move order (each part's tarball, then its manifest); all checked."""
+    if not parts:
+        raise TransferError("nothing to deliver: empty batch")
+    return [check_part_file_name(f.name) for tar, man in parts for f in (tar, man)]
+
+
 class Transport:
-    """Base: ``prepare()``, ``deliver(tar, manifest)``, ``listing()``, ``close()``."""
+    """Base: ``prepare()``, ``send(parts)`` + ``move(parts)`` (= ``deliver_many``), ``listing()``, ``close()``."""
 
     stream: int = 0
 
     def prepare(self) -> None:
         """Get the receiver ready before the first delivery (nothing to do by default)."""
 
-    def deliver(self, tar: Path, manifest: Path) -> None:  # pragma: no cover - interface
+    def send(self, parts: list[PartFiles]) -> None:  # pragma: no cover - interface
+        """Copy the batch's files into the receiver's staging folder (one rsync call)."""
         raise TypeError("use LocalTransport or SshTransport")
+
+    def move(self, parts: list[PartFiles]) -> None:  # pragma: no cover - interface
+        """Move the batch staging -> inbox (one command), each tarball before its manifest.
+
+        A file already in the inbox and gone from staging counts as moved (a repeated move); one in
+        neither raises a retryable :class:`TransferError` (send the batch again).
+        """
+        raise TypeError("use LocalTransport or SshTransport")
+
+    def deliver_many(self, parts: list[PartFiles]) -> None:
+        """``send`` then ``move``: the batch is in the inbox when this returns."""
+        self.send(parts)
+        self.move(parts)
+
+    def deliver(self, tar: Path, manifest: Path) -> None:
+        """Deliver one part (tarball, then manifest)."""
+        self.deliver_many([(tar, manifest)])
 
     def listing(self, folder: str | None = None) -> dict[str, int]:  # pragma: no cover - interface
         raise TypeError("use LocalTransport or SshTransport")
@@ -140,13 +173,17 @@ class LocalTransport(Transport):
         self.inbox = Path(inbox)
         self.stream = stream
 
-    def deliver(self, tar: Path, manifest: Path) -> None:
-        names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
+    def send(self, parts: list[PartFiles]) -> None:
+        _batch_names(parts)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.inbox.mkdir(parents=True, exist_ok=True)
-        argv = rsync_command([tar, manifest], str(self.staging),
+        argv = rsync_command([f for part in parts for f in part], str(self.staging),
                              _send_options(self.settings) + [f"--compare-dest={self.inbox.resolve()}"])
-        _run(argv, self.settings.timeout_seconds * 4, f"rsync {tar.name}")
+        _run(argv, self.settings.timeout_seconds * 4 * len(parts), f"rsync {_what(parts)}")
+
+    def move(self, parts: list[PartFiles]) -> None:
+        names = _batch_names(parts)
+        self.inbox.mkdir(parents=True, exist_ok=True)
         for name in names:
             src, dst = self.staging / name, self.inbox / name
             if src.exists():
@@ -218,18 +255,22 @@ class SshTransport(Transport):
         """The ``rsync -e`` string (rsync splits it itself; every word quoted, no shell involved)."""
         return " ".join(shlex.quote(a) for a in self.ssh)
 
-    def deliver(self, tar: Path, manifest: Path) -> None:
-        names = [check_part_file_name(tar.name), check_part_file_name(manifest.name)]
+    def send(self, parts: list[PartFiles]) -> None:
+        _batch_names(parts)
         t = self.settings
-        argv = rsync_command([tar, manifest], self.staging,
+        argv = rsync_command([f for part in parts for f in part], self.staging,
                              _send_options(t) + ["-e", self.rsh, f"--compare-dest={self.compare_dest}"], self.target)
-        _run(argv, t.timeout_seconds * 4, f"rsync {tar.name}")
+        _run(argv, t.timeout_seconds * 4 * len(parts), f"rsync {_what(parts)}")
+
+    def move(self, parts: list[PartFiles]) -> None:
+        names = _batch_names(parts)
+        t = self.settings
         st, ib = shlex.quote(self.staging), shlex.quote(self.inbox)
         script = (f"mkdir -p {ib} && for f in {' '.join(names)}; do "
                   f"if [ -e {st}/\"$f\" ]; then mv -f -- {st}/\"$f\" {ib}/\"$f\" || exit 1; "
                   f"elif [ ! -e {ib}/\"$f\" ]; then echo \"$f vanished from staging\" >&2; exit 3; fi; done")
         try:
-            _run(self.ssh + [self.target, script], t.timeout_seconds, f"moving {tar.stem} into the inbox")
+            _run(self.ssh + [self.target, script], t.timeout_seconds, f"moving {_what(parts)} into the inbox")
         except TransferError as exc:
             if "vanished" in str(exc):
                 exc.retryable = True
@@ -259,6 +300,12 @@ class SshTransport(Transport):
         if any(self.control_path.parent.glob(f"cm-*-{self.stream}")):
             subprocess.run(self.ssh + ["-O", "exit", self.target], capture_output=True, timeout=30,
                            stdin=subprocess.DEVNULL)
+
+
+def _what(parts: list[PartFiles]) -> str:
+    """A batch in messages: ``X.p1of4`` or ``X.p1of4 (+2 more)``."""
+    first = parts[0][0].name.removesuffix(".tar")
+    return first if len(parts) == 1 else f"{first} (+{len(parts) - 1} more)"
 
 
 def _compare_dest(staging: str, inbox: str) -> str:
