@@ -696,6 +696,8 @@ class Campaign:
     def f_link_cut(self) -> dict:
         sending = self.wait_for(lambda: self.q(self.journal, "SELECT expid, k FROM parts WHERE state='sending'"), 60)
         time.sleep(0.5)
+        if not wanlink.intact(self.wan):  # never cut a link that is not ours
+            raise RuntimeError("the WAN is not ours any more")
         t_down, t_up = self.wan.cut(self.args.cut_seconds)
         return {"t0": t_down, "t1": t_up, "sending": [f"{r['expid']}.p{r['k']}" for r in sending or []]}
 
@@ -858,6 +860,9 @@ class Campaign:
         last, quiet_since, t_end = 0.0, None, None
         try:
             while True:
+                if not wanlink.intact(self.wan):  # another run's setup-wan.sh tore ours down: the night is void
+                    raise SystemExit("night.py: error: the emulated WAN was torn down by another run mid-night "
+                                     f"(our sshd is gone; namespaces now hold: {'; '.join(wanlink.busy()[:3])})")
                 self.supervise()
                 if self.tel.error:
                     raise SystemExit(f"night.py: error: telescope: {self.tel.error}")
@@ -1395,7 +1400,10 @@ def run_fault_campaign(args) -> int:
         sampler.stop.set()
         if wan is not None:
             meta["wan_intact"] = wanlink.intact(wan)
-            say("teardown: " + wanlink.teardown(work / "wan"))
+            if meta["wan_intact"]:
+                say("teardown: " + wanlink.teardown(work / "wan"))
+            else:  # someone else's link now: not ours to tear down
+                say("teardown: skipped, the link up now is another run's")
         subprocess.run(["umount", "-l", str(scratch)], check=False)
         if not args.keep_slurm:
             slurm.stop()
@@ -1566,7 +1574,10 @@ def main() -> int:
         meta["t_seed"] = (t, time.time())
     finally:
         sampler.stop.set()
-        say("teardown: " + wanlink.teardown(work / "wan"))
+        if wanlink.intact(wan):
+            say("teardown: " + wanlink.teardown(work / "wan"))
+        else:
+            say("teardown: skipped, the link up now is another run's")
     ours = analyse_ours(run, slurm)
     meta["cadence_lines"] = cadence_lines(ours, args)
     seed = analyse_seed(seed_runs, len(ccds)) if seed_runs else None
