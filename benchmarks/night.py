@@ -1072,8 +1072,12 @@ def analyse_fault(name: str, rec: dict, ev: Evidence, camp: Campaign, t_next: fl
         row["recovered"] = (f"restart: {len(same_job)} of {len(act)} tasks in flight re-attached and finished under their "
                             f"original job ids (same attempt); final states "
                             + ", ".join(f"{s}: {n}" for s, n in _count(t['state'] if t else 'missing' for t in after).items()))
-        row["ttr"] = f"{max(fin) - t0:.0f} s (kill to the last task in flight collected)" if fin and len(fin) == len(act) else "never"
-        row["ok"] = len(same_job) == len(act) and bool(act)
+        row["ttr"] = (f"{first['t'] - t0:.0f} s (kill to the new ingest's first action; restart after "
+                      f"{a.restart_after:g} s)" if first else "never")
+        if fin:
+            row["notes"].append(f"the {len(act)} tasks in flight finished on the nodes at {', '.join(rel(t, t_ref) for t in fin)} "
+                                f"(ingest killed at {rel(t0, t_ref)}); the new ingest collected them from their result files")
+        row["ok"] = len(same_job) == len(act) and bool(act) and first is not None
     elif name == "slurmd-stop":
         act = rec["active"]
         row["when"] += f" ({len(act)} tasks queued or in flight; {rec['how']})"
@@ -1091,8 +1095,14 @@ def analyse_fault(name: str, rec: dict, ev: Evidence, camp: Campaign, t_next: fl
                           for r in q if r["name"].startswith("dwf-") and r["reason"] not in ("None", "")})
         evs = ev.sev(t0, min(rec["t_up"] + 120, t_next))
         warn = [e for e in evs if e["level"] in ("warning", "error")]
+        requeued = slurmctld_lines(camp.slurm.prefix, t0, min(rec["t_up"] + 60, t_next), "requeue")
+        if requeued:
+            row["notes"].append(f"slurmctld.log: {len(requeued)} lines of requeue in the window, e.g. "
+                                + "; ".join(short(x, 90) for x in requeued[:2]))
         row["detected"] = ((f"state DB: {len(warn)} warnings/errors (first: \"{short(warn[0]['message'], 110)}\")"
-                            if warn else "state DB: no warning or error") +
+                            if warn else "state DB: no warning or error (dwfhpc saw nothing)") +
+                           (f"; Slurm: {len(requeued)} requeue lines in slurmctld.log (launch on the stopped slurmd failed)"
+                            if requeued else "") +
                            (f"; Slurm queue reasons seen: {', '.join(reasons)}" if reasons else "; Slurm showed no pending reason"))
         fin = [t["t_finished"] for t in tasks if t and t["t_finished"]]
         during = [r for r in ev.results if t0 <= (r["finished"] or 0) <= t1]
@@ -1116,9 +1126,12 @@ def analyse_fault(name: str, rec: dict, ev: Evidence, camp: Campaign, t_next: fl
         res = [r for r in ev.results if r["expid"] == tk.get("expid") and r["ccd"] == tk.get("ccd")]
         row["detected"] = (f"state DB event {rel(evs[0]['t'], t_ref)}: \"{short(evs[0]['message'], 140)}\"" if evs else
                            "no state DB event about this CCD")
+        seen = {r["attempt"] for r in res}
+        missing = [f"a{i} none (killed before the node code wrote one)" for i in range(1, (t["attempt"] if t else 0) + 1)
+                   if i not in seen]
         row["recovered"] = (f"collector retry: task {t['state']} at attempt {t['attempt']}; node results: " +
-                            "; ".join(f"a{r['attempt']} {r['status']}" + (f" ({short(r['error'], 60)})" if r["error"] else "")
-                                      for r in res) if t else "task not found")
+                            "; ".join(missing + [f"a{r['attempt']} {r['status']}" + (f" ({short(r['error'], 60)})" if r["error"] else "")
+                                                 for r in res]) if t else "task not found")
         row["ttr"] = f"{t['t_finished'] - t0:.0f} s (scancel to the CCD's products)" if t and t["state"] == "done" else "never"
         row["ok"] = bool(t and t["state"] == "done")
     elif name == "scratch-full":
@@ -1203,6 +1216,22 @@ def analyse_fault(name: str, rec: dict, ev: Evidence, camp: Campaign, t_next: fl
     return row
 
 
+def slurmctld_lines(prefix: Path, t0: float, t1: float, word: str) -> list[str]:
+    """Lines of the private Slurm's slurmctld.log between t0 and t1 containing ``word`` (case-insensitive)."""
+    f = Path(prefix) / "var" / "log" / "slurmctld.log"
+    out = []
+    for line in f.read_text(errors="replace").splitlines() if f.exists() else ():
+        if not line.startswith("[") or word.lower() not in line.lower():
+            continue
+        try:
+            t = time.mktime(time.strptime(line[1:20], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            continue
+        if t0 - 1 <= t <= t1:
+            out.append(line)
+    return out
+
+
 def _count(values) -> dict:
     out: dict = {}
     for v in values:
@@ -1220,7 +1249,9 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
         f"({meta['load']}; other engineers' runs share it). Link `{camp.wan.mode}`, 300 ms RTT, 200 Mbit/s "
         f"(tests/infra/wan). Slurm: a private instance of `tests/infra/start-slurm.sh` (`{camp.slurm.prefix}`, "
         "4 CPUs advertised) so that stopping its slurmd touches nobody else's jobs. The link stayed up, untouched by "
-        f"other runs, from set-up to tear-down: {'yes' if meta.get('wan_intact') else 'NO (results suspect)'}.", "",
+        f"other runs, from set-up to tear-down: {'yes' if meta.get('wan_intact') else 'NO (results suspect)'}."
+        + (f" Tables re-derived from this run's databases and records with `--reanalyse` on {meta['reanalysed']}."
+           if meta.get("reanalysed") else ""), "",
         f"**Night:** {meta['n_cal']} calibration frames, then {meta['n_sci']} science exposures every {args.cadence:g} s, "
         f"{camp.nccd} CCDs each (K={args.streams} parts, `push --streams {args.streams}`, "
         f"`ingest --array --executor slurm`); push `incomplete_timeout` {args.incomplete_timeout:g} s, rsync "
@@ -1290,7 +1321,11 @@ def _failures_named(ev: Evidence, camp: Campaign) -> dict:
             bad.append((f"task {t['part']} CCD {t['ccd']} {t['state']}", t["reason"]))
     for p in ev.sparts.values():
         if p["state"] in ("quarantined", "failed"):
-            bad.append((f"part {p['stem']} {p['state']}", p["reason"]))
+            reason = p["reason"]
+            if not reason and p["state"] == "failed":  # a part fails through its tasks: their reasons name it
+                why = [t["reason"] for t in ev.tasks if t["part"] == p["stem"] and t["state"] != "done"]
+                reason = f"(parts.reason empty; its tasks say: {why[0]})" if why and all(why) else None
+            bad.append((f"part {p['stem']} {p['state']}", reason))
     for f in ev.jfiles:
         if f["state"] == "failed":
             bad.append((f"raw {Path(f['path']).name} failed", f["reason"]))
@@ -1374,6 +1409,7 @@ def run_fault_campaign(args) -> int:
                 wanlink.teardown(work / "wan")
             raise
         say(f"WAN up ({wan.mode})")
+        meta["date"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}"  # the night starts now (after any wait)
         (work / "site.yaml").write_text(wanlink.site_yaml(
             workdir=work, wan=wan, streams=args.streams, parts=args.streams,
             push={"incomplete_timeout": args.incomplete_timeout},
@@ -1443,6 +1479,10 @@ def load_campaign(args) -> tuple[Campaign, dict]:
 
 def analyse_campaign(args, camp: Campaign, meta: dict) -> int:
     work = camp.work
+    if args.reanalyse:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        meta["reanalysed"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (commit `{head}`)"
     ev = camp.ev_night
     order = sorted((r["t0"], n) for n, r in camp.records.items() if n != "truncated-raw")
     rows = []
@@ -1460,6 +1500,9 @@ def analyse_campaign(args, camp: Campaign, meta: dict) -> int:
     meta["load"] = load_between(work / "load.txt", camp.t_ref - 60, camp.t_quiet)
     text = write_fault_results(args, camp, ev, rows, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    old = args.out.read_text() if args.out.exists() else ""
+    if args.reanalyse and "\n## Findings" in old:  # the hand-written findings of this run survive a re-analysis
+        text = text.rstrip("\n") + "\n\n## Findings" + old.split("\n## Findings", 1)[1]
     args.out.write_text(text)
     raw = {"meta": meta, "t_ref": camp.t_ref, "rows": rows, "records": camp.records, "unexpected": camp.unexpected,
            "reconciled": getattr(camp, "reconciled", None),
