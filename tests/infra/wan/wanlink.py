@@ -78,6 +78,34 @@ class Wan:
         return subprocess.run(argv, capture_output=True, timeout=timeout + 5).returncode == 0
 
 
+def busy() -> list[str]:
+    """``pid command`` of every process inside the WAN's two namespaces: not empty while a link is up.
+
+    The namespace names are fixed (one WAN per machine) and ``setup-wan.sh`` tears down whatever link
+    is there first, so a caller sharing the machine checks this before :func:`setup`.
+    """
+    out = []
+    for ns in (NS_CLIENT, NS_SERVER):
+        proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
+        for pid in proc.stdout.split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            out.append(f"{pid} {cmd[:160]}")
+    return out
+
+
+def intact(wan: Wan) -> bool:
+    """True while the sshd this link's set-up started is still running (nobody tore the link down meanwhile)."""
+    try:
+        pid = int((wan.dir / "sshd.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def setup(wan_dir: Path, *, delay_ms: int = 150, rate_mbit: int = 200, timeout: float = 90) -> Wan:
     """Run the vendored ``setup-wan.sh``; raises ``RuntimeError`` with its stderr on failure."""
     wan_dir = Path(wan_dir)
