@@ -174,6 +174,9 @@ class IngestSettings(Strict):
     max_jobs: int | None = Field(None, ge=1)
     rate: float | None = Field(None, gt=0, description="parts per minute")
     max_attempts: int = Field(3, ge=1)
+    retry_delay_seconds: float = Field(15.0, ge=0, description="a failed or lost CCD waits this long before its "
+                                       "next attempt, doubling each time (a full scratch or a node hiccup gets "
+                                       "time to clear instead of using the attempts up in seconds); 0: at once")
     lost_after_seconds: float = Field(30.0, gt=0, description="a task gone from the queue without a result this long is lost")
     report_every_seconds: float = Field(60.0, gt=0, description="regenerate the night report this often")
     report_dir: str = Field("reports", description="night reports (report/night-<night>.html)")

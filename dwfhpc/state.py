@@ -277,13 +277,15 @@ class StateDB(Database):
 
     def requeue(self, part: str, ccd: int, *, attempt: int, reason: str | None, mem_gb: float | None = None,
                 time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None,
-                new_budget: bool = False) -> None:
+                new_budget: bool = False, delay: float = 0.0) -> None:
         """Put a task back in the queue for another attempt (resources and prior shift for that attempt).
 
         ``new_budget``: this attempt starts a fresh count against ``ingest.max_attempts`` (reprocess).
+        ``delay``: it may not be submitted before ``delay`` seconds from now (its ``t_queued``).
         """
         fields = dict(state=TaskState.QUEUED, attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
-                      missing_since=None, t_queued=time.time(), t_submitted=None, t_started=None, t_finished=None)
+                      missing_since=None, t_queued=time.time() + delay, t_submitted=None, t_started=None,
+                      t_finished=None)
         if new_budget:
             fields["first_attempt"] = attempt
         if mem_gb is not None:

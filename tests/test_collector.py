@@ -6,6 +6,7 @@ state DB's named transitions, its column check and its migrations, and the log -
 
 from __future__ import annotations
 
+import time
 import json
 import logging
 import sqlite3
@@ -304,3 +305,24 @@ def test_event_handler_records_part_lines_and_warnings_once(db):
     events = [(e["level"], e["part"], e["message"]) for e in reversed(db.events())]
     assert events == [("info", PART, f"{PART}: verified, queued"),
                       ("warning", None, "night 2024-01-01: masters not built")]
+
+
+def test_a_retry_waits_its_delay_doubling_and_the_submitter_holds_it(db, tmp_path):
+    """A full scratch clears in a minute: the retries wait 10 s, then 20 s, instead of using the attempts up."""
+    from dwfhpc.config import load_site
+    from dwfhpc.ingest.submitter import Submitter
+    from dwfhpc.ingest.throttle import Throttle
+
+    add_part(db, ccds=(1,))
+    ex = FakeExecutor()
+    col = Collector(db, ex, max_attempts=3, lost_after=60, retry_delay=10.0)
+    scratch_full = failed(ErrorKind.OTHER, "scratch has 30.0 MB free, this task needs 90.9 MB")
+    before = time.time()
+    assert attempt(db, ex, col, {1: scratch_full}, 3.0)["retried"] == 1
+    assert 9.0 <= task(db, 1).t_queued - before <= 11.0
+    site = load_site("local", workdir=tmp_path)
+    submitter = Submitter(site, db, ex, Throttle())
+    assert submitter.submit_ready(now=time.time()) == 0  # held (FakeExecutor.submit would raise if it tried)
+    assert task(db, 1).state == TaskState.QUEUED
+    assert attempt(db, ex, col, {1: scratch_full}, 4.0)["retried"] == 1  # second retry: twice as long
+    assert 19.0 <= task(db, 1).t_queued - time.time() <= 21.0

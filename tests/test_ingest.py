@@ -66,6 +66,7 @@ def site_for(work: Path, executor: str = "local", **over):
     """The embedded default on ``work``, fast polls; science without masters unless ``masters=True``."""
     masters = over.pop("masters", False)
     o = {"ingest": {"executor": executor, "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": None,
+                    "retry_delay_seconds": 0,
                     "arrival_grace_seconds": 2, "report_every_seconds": 3600, "auto_masters": masters},
          "node": {"require_masters": masters}, "scheduler": {"array_parallelism": 4}}
     for section, values in over.items():

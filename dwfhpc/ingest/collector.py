@@ -7,7 +7,8 @@ it is still missing ``lost_after`` seconds later (covering result files slow to 
 shared file system) it is **lost**. This needs no accounting: without slurmdbd ``sacct`` fails
 and submitit alone would wait for ever on a cancelled task. Nothing here ever blocks on a job.
 
-Failed and lost tasks are retried up to ``max_attempts``, by the failure's
+Failed and lost tasks are retried up to ``max_attempts``, each after ``retry_delay`` seconds doubling
+per attempt (a full scratch or a node hiccup gets time to clear), by the failure's
 :class:`~dwfhpc.node.result.ErrorKind` (the node's word, or the scheduler's for a vanished task):
 memory x2 after ``out_of_memory``, time x2 after ``timeout`` or ``interrupted`` (SIGTERM comes at
 the time limit too), never again after ``integrity`` (the stored part disagrees with its manifest:
@@ -42,10 +43,12 @@ _RUNNING = ("RUNNING", "COMPLETING")  # scheduler states that mean the task runs
 
 class Collector:
     def __init__(self, db: StateDB, executor: ArrayExecutor, *, max_attempts: int, lost_after: float,
-                 max_resubmits_per_exposure: int | None = None, max_resubmits_per_night: int | None = None):
+                 max_resubmits_per_exposure: int | None = None, max_resubmits_per_night: int | None = None,
+                 retry_delay: float = 0.0):
         self.db, self.executor = db, executor
         self.max_attempts, self.lost_after = max_attempts, lost_after
         self.max_per_exposure, self.max_per_night = max_resubmits_per_exposure, max_resubmits_per_night
+        self.retry_delay = retry_delay
         self._subs: dict[int, object] = {}
 
     def _submission(self, sub_id: int):
@@ -115,7 +118,8 @@ class Collector:
 
     def _retry_or_end(self, t: TaskRow, reason: str, kind: ErrorKind | None, *, final_state: TaskState) -> str:
         if t.attempts_used < self.max_attempts:
-            return self._retry(t, reason, escalate=ESCALATE.get(kind))
+            return self._retry(t, reason, escalate=ESCALATE.get(kind),
+                               delay=self.retry_delay * 2 ** (t.attempts_used - 1))
         return self._end(t, reason, final_state)
 
     def _end(self, t: TaskRow, reason: str, final_state: TaskState) -> str:
@@ -143,14 +147,15 @@ class Collector:
         return None
 
     def _retry(self, t: TaskRow, reason: str, *, escalate: str | None = None,
-               prior_shift: tuple[float, float] | None = None) -> str:
+               prior_shift: tuple[float, float] | None = None, delay: float = 0.0) -> str:
         if (ceiling := self._ceiling(t)) is not None:
             return self._end(t, f"{reason}; not retried: {ceiling}", TaskState.FAILED)
         mem = t.mem_gb * 2 if escalate == "memory" and t.mem_gb else None
         minutes = t.time_minutes * 2 if escalate == "time" and t.time_minutes else None
         self.db.requeue(t.part, t.ccd, attempt=t.attempt + 1, reason=reason, mem_gb=mem, time_minutes=minutes,
-                        prior_shift=prior_shift)
-        more = (f", memory {mem:g} GB" if mem else "") + (f", time {minutes} min" if minutes else "")
+                        prior_shift=prior_shift, delay=delay)
+        more = ((f", memory {mem:g} GB" if mem else "") + (f", time {minutes} min" if minutes else "")
+                + (f" in {delay:g} s" if delay else ""))
         log.warning("%s CCD %d: attempt %d %s; retrying%s", t.part, t.ccd, t.attempt, reason, more,
                     extra={"part": t.part})
         return "retried"

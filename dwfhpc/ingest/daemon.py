@@ -94,7 +94,8 @@ class Ingest:
             self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
                                        lost_after=ing.lost_after_seconds,
                                        max_resubmits_per_exposure=ing.max_resubmits_per_exposure,
-                                       max_resubmits_per_night=ing.max_resubmits_per_night)
+                                       max_resubmits_per_night=ing.max_resubmits_per_night,
+                                       retry_delay=ing.retry_delay_seconds)
         except BaseException:
             if self._events is not None:
                 remove_event_handler(self._events)

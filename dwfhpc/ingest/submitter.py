@@ -64,7 +64,8 @@ class Submitter:
     def submit_ready(self, blocked_nights: set[str] = frozenset(), now: float | None = None) -> int:
         """Submit what the throttles allow; returns the number of tasks submitted."""
         now = now or time.time()
-        queued = [t for t in self.db.tasks(TaskState.QUEUED) if not (t.kind == "science" and t.night in blocked_nights)]
+        queued = [t for t in self.db.tasks(TaskState.QUEUED) if not (t.kind == "science" and t.night in blocked_nights)
+                  and (t.t_queued or 0.0) <= max(now, time.time())]  # a retry waits out its delay
         if not queued:
             return 0
         slots = self.throttle.slots(self.db.count_tasks(*TASK_ACTIVE))
