@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,12 +145,17 @@ def test_batch_one_rsync_call_one_move_each_tarball_before_its_manifest(tmp_path
     tr = SshTransport(t, None, 0, tmp_path)
     parts = [(tmp_path / f"DECam_01100001.p{k}of3.tar", tmp_path / f"DECam_01100001.p{k}of3.manifest.json")
              for k in (1, 2, 3)]
+    for k, (_, man) in enumerate(parts):
+        man.write_text(json.dumps({"tar_sha256": f"{k}" * 64}))
     tr.send(parts)
     tr.move(parts)
     rsync, move = calls
     assert rsync[-8:] == ["--", *[str(f) for p in parts for f in p], "recv.example:/data/staging/"]
     names = [f.name for p in parts for f in p]
     assert f"for f in {' '.join(names)};" in move[-1]  # each tarball moved before its manifest
+    # every staged tarball is checked against its manifest's sha256 before anything is moved
+    checks = [move[-1].index(f"echo {k}" + f"{k}" * 63) for k in range(3)]
+    assert all(c < move[-1].index("for f in") for c in checks) and move[-1].count("sha256sum -c --status") == 3
     with pytest.raises(TransferError):
         tr.send([(tmp_path / "x;rm.p1of1.tar", tmp_path / "x;rm.p1of1.manifest.json")])
     assert len(calls) == 2  # a bad name anywhere in a batch: nothing run
@@ -335,6 +341,31 @@ def test_local_hsc_visit_grouped(tmp_path):
     assert len(inbox_files(site)) == 4
 
 
+def _flip_a_byte(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(1000)
+        b = fh.read(1)
+        fh.seek(1000)
+        fh.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_a_tarball_damaged_in_staging_is_never_published_and_is_sent_again(tmp_path, raw_cache):
+    from dwfhpc.parts import pack_exposure
+
+    parts = pack_exposure(raw_cache[0], tmp_path / "out", codec="rice", parts=1, jobs=1)
+    site = site_for(tmp_path)
+    tr = LocalTransport(site.transport, tmp_path / "staging", tmp_path / "inbox")
+    batch = [(parts[0].tar, parts[0].manifest)]
+    tr.send(batch)
+    _flip_a_byte(tmp_path / "staging" / parts[0].tar.name)
+    with pytest.raises(TransferError, match="damaged in staging") as err:
+        tr.move(batch)
+    assert err.value.retryable and not any((tmp_path / "inbox").iterdir())
+    assert not (tmp_path / "staging" / parts[0].tar.name).exists()
+    tr.deliver_many(batch)  # the retry
+    assert (tmp_path / "inbox" / parts[0].tar.name).read_bytes() == parts[0].tar.read_bytes()
+
+
 def test_delivering_a_part_twice_does_no_harm(tmp_path, raw_cache):
     from dwfhpc.parts import pack_exposure
 
@@ -376,6 +407,29 @@ def test_ssh_transport_idempotent_and_listing(tmp_path, raw_cache, sshd_server):
         tr.close()
     assert held == {f.name: f.stat().st_size for p in parts for f in (p.tar, p.manifest)}
     assert not [p for p in (tmp_path / "cluster" / "staging").iterdir() if not p.name.startswith(".")]
+
+
+@pytest.mark.ssh
+def test_ssh_tarball_damaged_in_staging_is_removed_and_sent_again(tmp_path, raw_cache, sshd_server):
+    from dwfhpc.parts import pack_exposure
+
+    site = site_for(tmp_path, sshd_server)
+    parts = pack_exposure(raw_cache[0], tmp_path / "out", codec="rice", parts=1, jobs=1)
+    batch = [(parts[0].tar, parts[0].manifest)]
+    tr = SshTransport(site.transport, site, 0, control_dir(str(tmp_path)))
+    staged = tmp_path / "cluster" / "staging" / parts[0].tar.name
+    try:
+        tr.prepare()
+        tr.send(batch)
+        _flip_a_byte(staged)
+        with pytest.raises(TransferError, match="damaged in staging") as err:
+            tr.move(batch)
+        assert err.value.retryable and not staged.exists()
+        assert not (tmp_path / "cluster" / "inbox" / parts[0].manifest.name).exists()
+        tr.deliver_many(batch)
+    finally:
+        tr.close()
+    assert (tmp_path / "cluster" / "inbox" / parts[0].tar.name).read_bytes() == parts[0].tar.read_bytes()
 
 
 @pytest.mark.ssh

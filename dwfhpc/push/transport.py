@@ -108,6 +108,33 @@ def _batch_names(parts: list[PartFiles]) -> list[str]:
     return [check_part_file_name(f.name) for tar, man in parts for f in (tar, man)]
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tar_digests(parts: list[PartFiles]) -> dict[str, str]:
+    """Each tarball's sha256 as its manifest (written by us, beside it) records it: checked before the move."""
+    import json
+
+    out = {}
+    for tar, manifest in parts:
+        try:
+            digest = json.loads(Path(manifest).read_text()).get("tar_sha256", "")
+        except (OSError, ValueError) as exc:
+            raise TransferError(f"cannot read the manifest ({exc})", manifest) from None
+        if not _SHA256.match(str(digest)):
+            raise TransferError("manifest has no valid tar_sha256", manifest)
+        out[check_part_file_name(Path(tar).name)] = digest
+    return out
+
+
 class Transport:
     """Base: ``prepare()``, ``send(parts)`` + ``move(parts)`` (= ``deliver_many``), ``listing()``, ``close()``."""
 
@@ -183,9 +210,14 @@ class LocalTransport(Transport):
 
     def move(self, parts: list[PartFiles]) -> None:
         names = _batch_names(parts)
+        digests = tar_digests(parts)
         self.inbox.mkdir(parents=True, exist_ok=True)
         for name in names:
             src, dst = self.staging / name, self.inbox / name
+            if src.exists() and name in digests and _file_sha256(src) != digests[name]:
+                src.unlink()  # damaged in staging: never published; the batch is sent again
+                raise TransferError("damaged in staging (sha256 differs from the manifest): sending it again",
+                                    src, retryable=True)
             if src.exists():
                 os.replace(src, dst)
             elif not dst.exists():
@@ -264,15 +296,21 @@ class SshTransport(Transport):
 
     def move(self, parts: list[PartFiles]) -> None:
         names = _batch_names(parts)
+        digests = tar_digests(parts)
         t = self.settings
         st, ib = shlex.quote(self.staging), shlex.quote(self.inbox)
-        script = (f"mkdir -p {ib} && for f in {' '.join(names)}; do "
+        # each staged tarball is checked against its manifest's sha256 before anything of the batch is
+        # published (a damaged one is removed and the batch sent again); names and digests are checked patterns
+        check = "".join(f"if [ -e {st}/{name} ] && ! echo {digest}' '' '{st}/{name} | sha256sum -c --status; "
+                        f"then rm -f -- {st}/{name}; echo \"{name} damaged in staging\" >&2; exit 4; fi; "
+                        for name, digest in digests.items())
+        script = (f"mkdir -p {ib} && {check}for f in {' '.join(names)}; do "
                   f"if [ -e {st}/\"$f\" ]; then mv -f -- {st}/\"$f\" {ib}/\"$f\" || exit 1; "
                   f"elif [ ! -e {ib}/\"$f\" ]; then echo \"$f vanished from staging\" >&2; exit 3; fi; done")
         try:
             _run(self.ssh + [self.target, script], t.timeout_seconds, f"moving {_what(parts)} into the inbox")
         except TransferError as exc:
-            if "vanished" in str(exc):
+            if "vanished" in str(exc) or "damaged in staging" in str(exc):
                 exc.retryable = True
             raise
 
