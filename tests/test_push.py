@@ -118,6 +118,7 @@ def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
     monkeypatch.setattr(tmod, "_run", fake_run)
     tr = SshTransport(t, None, 1, tmp_path)
     tar, man = tmp_path / "DECam_01100001.p1of2.tar", tmp_path / "DECam_01100001.p1of2.manifest.json"
+    man.write_text(json.dumps({"tar_sha256": "f" * 64}))
     tr.deliver(tar, man)
     assert tr.listing() == {"A.p1of1.tar": 5}
     rsync, move, listing = calls
