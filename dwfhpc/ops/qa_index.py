@@ -7,9 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import DwfError
+from ..report.model import median_of_known
 from .lookup import match_exposure
 
 
@@ -29,11 +29,6 @@ class ExposureQA:
         return dict(self.__dict__)
 
 
-def _median(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.median(values)) if values else None
-
-
 def exposures(products: Path, night: str | None = None) -> list[ExposureQA]:
     """Per-exposure QA medians, oldest exposure first."""
     products = Path(products)
@@ -51,9 +46,10 @@ def exposures(products: Path, night: str | None = None) -> list[ExposureQA]:
     out = []
     for (n, expid), qas in sorted(by_exposure.items(), key=lambda kv: kv[0][1]):
         out.append(ExposureQA(night=n, expid=expid, field=qas[0].get("field", ""), filter=qas[0].get("filter", ""),
-                              n_ccds=len(qas), fwhm=_median([q.get("fwhm_arcsec") for q in qas]),
-                              ellipticity=_median([q.get("ellipticity") for q in qas]),
-                              sky=_median([q.get("sky") for q in qas]), n_sources=_median([q.get("n_sources") for q in qas])))
+                              n_ccds=len(qas), fwhm=median_of_known([q.get("fwhm_arcsec") for q in qas]),
+                              ellipticity=median_of_known([q.get("ellipticity") for q in qas]),
+                              sky=median_of_known([q.get("sky") for q in qas]),
+                              n_sources=median_of_known([q.get("n_sources") for q in qas])))
     return out
 
 

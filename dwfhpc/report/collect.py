@@ -17,15 +17,10 @@ import numpy as np
 from ..config import SiteSettings
 from ..state import StateDB, TaskRow
 from .counts import ccd_counts
-from .model import CCDRecord, ExposureRecord, NightData
+from .model import CCDRecord, ExposureRecord, NightData, median_of_known
 
 _STATE = {"queued": "queued", "submitted": "queued", "running": "running", "done": "done", "failed": "failed",
           "lost": "lost"}
-
-
-def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.median(values)) if values else None
 
 
 def _journal(site: SiteSettings):
@@ -73,8 +68,8 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
         rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
                              field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == "done" for t in ets),
                              stages=_stages(ets, {p.stem: p.t_inbox for p in eparts if p.t_inbox}),
-                             fwhm=_median(q.get("fwhm_arcsec") for q in qa),
-                             sky=_median(q.get("sky") for q in qa), nsources=_median(q.get("n_sources") for q in qa))
+                             fwhm=median_of_known(q.get("fwhm_arcsec") for q in qa),
+                             sky=median_of_known(q.get("sky") for q in qa), nsources=median_of_known(q.get("n_sources") for q in qa))
         row = journal.exposure(expid) if journal else None
         rec.t_complete = row.t_complete if row and row.t_complete else min(p.t_inbox or 0 for p in eparts) or None
         if row and row.t_complete and row.t_packed:

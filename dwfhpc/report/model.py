@@ -11,6 +11,12 @@ import numpy as np
 STAGES = ("pack", "transfer", "queue", "stage", "calibrate", "copyback")
 
 
+def median_of_known(values) -> float | None:
+    """Median of the values that are not None; None when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
 
