@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 
 import submitit
@@ -58,8 +59,9 @@ def log_reason(job: submitit.Job) -> str | None:
 class SubmititArrayExecutor(ArrayExecutor):
     """What the submitit executors share: a task's outcome is its result file, else submitit's pickle."""
 
+    @abstractmethod
     def _job(self, task_id: str) -> submitit.Job:
-        raise NotImplementedError
+        """submitit's handle on one of our tasks (its folder and pickles)."""
 
     def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
         found = super().outcome(spec, index, task_id, folder)
