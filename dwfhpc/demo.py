@@ -26,11 +26,10 @@ from .config import SiteSettings, load_site
 from .errors import DwfError
 from .ingest import Ingest, IngestOptions
 from .instruments import HSC
-from .parts import read_manifest
 from .push import Push, PushOptions
 from .report import STAGES, percentile
 from .report.collect import night_data
-from .report.counts import GROUPS, LABELS, ccd_counts, counts_dict
+from .report.counts import GROUPS, LABELS, ccd_counts, counts_dict, promised_ccds
 from .simulate import (make_star_catalog, night_start, simulate_decam_exposure, simulate_hsc_visit,
                        write_star_catalog)
 from .state import FINAL, StateDB
@@ -123,16 +122,18 @@ def demo_site(workdir: Path, *, codec: str, streams: int, executor: str, instrum
     return site
 
 
-def _expected_ccds(db: StateDB, expid: str, default: int) -> int:
-    parts = [p for p in db.parts() if p.expid == expid and p.state != "quarantined"]
-    if not parts:
-        return default
-    return len(read_manifest(parts[0].manifest).ccds_in_exposure)
-
-
 def _finished(db: StateDB, expid: str, default: int) -> bool:
+    """Every CCD the exposure's manifest promises (``default`` before any part arrived) is final.
+
+    A manifest not readable this poll (the ingest is moving it into the parts store) means "not
+    yet": the next poll looks again.
+    """
+    parts = [p for p in db.parts() if p.expid == expid and p.state != "quarantined"]
+    expected = promised_ccds(parts[0]) if parts else default
+    if expected is None:
+        return False
     tasks = db.tasks(expid=expid)
-    return len(tasks) >= _expected_ccds(db, expid, default) and all(t.state in FINAL for t in tasks)
+    return len(tasks) >= expected and all(t.state in FINAL for t in tasks)
 
 
 class Worker(threading.Thread):

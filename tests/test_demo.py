@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,24 @@ def test_demo_state_db_holds_every_task_and_status_agrees(night, capsys):
     assert s["ccds"]["science"] == {"calibrated": 4, "failed": 0, "lost": 0, "in_flight": 0, "total": 4}
     assert s["ccds"]["calibration"] == {"calibrated": 4, "failed": 0, "lost": 0, "in_flight": 0, "total": 4}
     assert s["ccds"] == json.loads((workdir / "summary.json").read_text())["ccds"]
+
+
+def test_demo_waits_while_a_recorded_part_is_still_being_moved_into_the_store(night):
+    """The ingest records a part, then moves its files (crash-safe order); a poll in between once
+    ended the slurm demo with "manifest is missing" (CI). It must read as "not finished yet"."""
+    from dwfhpc.demo import _finished
+    from dwfhpc.state import StateDB
+
+    workdir, _ = night
+    with StateDB(workdir / "cluster" / "state.sqlite") as db:
+        part = next(p for p in db.parts() if p.kind == "science")
+        stored = Path(part.manifest)
+        assert _finished(db, part.expid, default=99) is True  # every promised CCD is done
+        hidden = stored.rename(stored.with_suffix(".moving"))
+        try:
+            assert _finished(db, part.expid, default=1) is False  # recorded; not in the store yet
+        finally:
+            hidden.rename(stored)
 
 
 @pytest.mark.slurm

@@ -62,8 +62,12 @@ def tally(ccds: Iterable[tuple[str | None, str]], missing: dict[str, int] | None
     return out
 
 
-def _promised(part) -> int | None:
-    """How many CCDs the exposure of ``part`` holds, from its manifest (None when unreadable)."""
+def promised_ccds(part) -> int | None:
+    """How many CCDs the exposure of ``part`` holds, from its manifest.
+
+    None when unreadable: missing, damaged, or between the state DB and the parts store (the
+    ingest records a part before it moves the files, so a crash never loses one).
+    """
     from ..errors import DwfError
     from ..parts import read_manifest
 
@@ -90,7 +94,7 @@ def ccd_counts(db, night: str | None = None, expids: Iterable[str] | None = None
         if p.expid in seen:
             continue
         seen.add(p.expid)
-        promised = _promised(p)
+        promised = promised_ccds(p)
         if promised is not None and promised > have.get(p.expid, 0):
             missing[group_of(p.kind)] += promised - have.get(p.expid, 0)
     return tally(((t.kind, t.state) for t in tasks), missing)
