@@ -107,6 +107,11 @@ class TransportSettings(Strict):
                              "of the parts queued (queued / idle streams) in one call; 1 = one part per call")
     pipeline_moves: bool = Field(True, description="a stream moves a batch staging -> inbox while the next "
                                  "batch's rsync runs (the move no longer waits on the wire)")
+    stream: bool = Field(False, description="ssh only: each stream keeps one `dwfhpc receive` running on the "
+                         "receiver and feeds it part after part (no rsync handshake or remote move per call); "
+                         "needs dwfhpc on the receiver")
+    receiver_command: str = Field("dwfhpc", description="how the receiver's shell runs dwfhpc with transport.stream "
+                                  "(e.g. '/opt/dwf/bin/dwfhpc' or 'apptainer exec /images/dwf.sif dwfhpc')")
     delivered_dirs: list[str] = Field(default_factory=list, description="receiver folders that also count as "
                                       "delivered in end-of-night mode (e.g. where ingest moves verified parts); "
                                       "the inbox always counts")

@@ -374,4 +374,8 @@ def make_transports(site: SiteSettings, streams: int, key: str) -> list[Transpor
     if t.kind == "local":
         return [LocalTransport(t, site.path(t.staging), site.path(t.inbox), i) for i in range(streams)]
     cm = control_dir(key)
+    if t.stream:
+        from .stream import StreamTransport
+
+        return [StreamTransport(t, site, i, cm) for i in range(streams)]
     return [SshTransport(t, site, i, cm) for i in range(streams)]
