@@ -7,8 +7,9 @@ In ONE run, on the same simulated exposure, every row of :data:`ROWS` through pu
 push): the baseline (one part per rsync call, move after it, K = N) for ``--streams 1`` and ``4``,
 then each lever alone and together: (a) a stream's share of the queued parts in one rsync call
 (``transport.batch_parts``), (b) the move of a batch pipelined with the next rsync
-(``transport.pipeline_moves``), (c) end to end: each part sent as soon as it is packed, K > N; and
-the link's capacity: 8 raw TCP streams (no ssh), the ceiling anything can reach.
+(``transport.pipeline_moves``), (c) end to end: each part sent as soon as it is packed, K > N, (d) one
+long-lived ``dwfhpc receive`` per stream fed part after part (``transport.stream``); and the link's
+capacity: 8 raw TCP streams (no ssh), the ceiling anything can reach.
 
 Writes ``benchmarks/results/transfer.md`` (times, MB/s, % of capacity, ratios, load average). Usage::
 
@@ -36,6 +37,8 @@ import wanlink  # noqa: E402  (the vendored emulator: namespaces dwfwan-cli / dw
 NS_C, NS_S = wanlink.NS_CLIENT, wanlink.NS_SERVER
 SIP = "10.77.0.2"
 WAN_DIR = Path("/tmp/dwfxfer-wan")
+#: lever (d): the far namespace's sshd runs this checkout's dwfhpc with this Python
+RECEIVER = f"env PYTHONPATH={HERE.parent} {sys.executable} -m dwfhpc"
 
 
 def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -43,21 +46,24 @@ def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 # --------------------------------------------------------------------------- inside the client namespace
-def _transports(n: int, recv: Path, cipher: str | None, *, batch: int, pipeline: bool):
+def _transports(n: int, recv: Path, cipher: str | None, *, batch: int, pipeline: bool, stream: bool = False):
     from dwfhpc.config import TransportSettings
+    from dwfhpc.push.stream import StreamTransport
     from dwfhpc.push.transport import SshTransport, control_dir
 
     t = TransportSettings(kind="ssh", host=SIP, user="root", key=str(WAN_DIR / "userkey"),
                           known_hosts=str(WAN_DIR / "known_hosts"), staging=str(recv / "staging"),
                           inbox=str(recv / "inbox"), control_persist=120, timeout_seconds=300,
                           ssh_options=[f"Ciphers={cipher}"] if cipher else [], batch_parts=batch,
-                          pipeline_moves=pipeline, retries=2, backoff_seconds=1)
+                          pipeline_moves=pipeline, retries=2, backoff_seconds=1, stream=stream,
+                          receiver_command=RECEIVER)
     cm = control_dir(f"bench-{n}-{time.time()}")
-    return t, cm, [SshTransport(t, None, i, cm) for i in range(n)]
+    kind = StreamTransport if stream else SshTransport
+    return t, cm, [kind(t, None, i, cm) for i in range(n)]
 
 
 def push_streams(raw: Path, n: int, recv: Path, work: Path, cipher: str | None, *, k: int, batch: int,
-                 pipeline: bool, pack: str = "before", codec: str = "rice") -> float:
+                 pipeline: bool, pack: str = "before", codec: str = "rice", stream: bool = False) -> float:
     """One exposure through push's own :class:`~dwfhpc.push.sender.Sender` on n streams (masters open).
 
     ``pack``: "before" - the K parts are packed beforehand and all queued at once (transfer only: seconds
@@ -74,15 +80,16 @@ def push_streams(raw: Path, n: int, recv: Path, work: Path, cipher: str | None, 
     from dwfhpc.push.sender import Retry, Sender
     from dwfhpc.push.view import PushView, StreamStats, ViewState
 
-    t, cm, transports = _transports(n, recv, cipher, batch=batch, pipeline=pipeline)
+    t, cm, transports = _transports(n, recv, cipher, batch=batch, pipeline=pipeline, stream=stream)
     out = work / f"k{k}" if pack == "before" else work / f"out-{n}-{k}-{pack}"
     if pack != "before":
         shutil.rmtree(out, ignore_errors=True)
     jpath = work / f"journal-{time.time()}.sqlite"
     pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("forkserver"))
     try:
-        threads = [threading.Thread(target=tr.prepare) for tr in transports]  # open every master first,
-        [th.start() for th in threads]                                        # as a running push has them
+        threads = [threading.Thread(target=tr.prepare) for tr in transports]  # open every master (and with
+        [th.start() for th in threads]                                        # (d) every receiver) first, as a
+        # running push has them
         [th.join() for th in threads]
         pool.submit(int, 0).result()  # the pool is warm in a running push too
         journal = Journal(jpath)
@@ -171,20 +178,25 @@ def capacity(total_bytes: int, streams: int = 8) -> float:
         srv.wait(timeout=30)
 
 
-#: (key, label, streams, K parts, transport.batch_parts, transport.pipeline_moves, packing)
+#: (key, label, streams, K parts, transport.batch_parts, transport.pipeline_moves, packing, transport.stream)
 ROWS = [
-    ("base1", "baseline `--streams 1`: K=1, one part per rsync call, move after it", 1, 1, 1, False, "before"),
-    ("base4", "baseline `--streams 4`: K=4, one part per rsync call, move after it", 4, 4, 1, False, "before"),
-    ("k16", "K=16 parts, no lever (one part per call, move after it)", 4, 16, 1, False, "before"),
-    ("a", "(a) K=16, a stream's share of the queue in one rsync call (batch_parts 8)", 4, 16, 8, False, "before"),
-    ("b", "(b) K=16, one part per call, move pipelined with the next rsync", 4, 16, 1, True, "before"),
-    ("ab", "(a)+(b) K=16, new defaults", 4, 16, 8, True, "before"),
-    ("ab4", "(a)+(b) K=4, new defaults", 4, 4, 8, True, "before"),
-    ("ab1", "(a)+(b) `--streams 1`, K=16, new defaults", 1, 16, 8, True, "before"),
-    ("c_then", "(c) end to end, baseline: K=4 packed, then sent", 4, 4, 1, False, "then"),
-    ("c4", "(c) end to end: K=4, each part sent as soon as packed, (a)+(b)", 4, 4, 8, True, "overlap"),
-    ("c16", "(c) end to end: K=16, each part sent as soon as packed, (a)+(b)", 4, 16, 8, True, "overlap"),
-    ("c16_1", "(c) end to end `--streams 1`: K=16, sent as packed, (a)+(b)", 1, 16, 8, True, "overlap"),
+    ("base1", "baseline `--streams 1`: K=1, one part per rsync call, move after it", 1, 1, 1, False, "before", False),
+    ("base4", "baseline `--streams 4`: K=4, one part per rsync call, move after it", 4, 4, 1, False, "before", False),
+    ("k16", "K=16 parts, no lever (one part per call, move after it)", 4, 16, 1, False, "before", False),
+    ("a", "(a) K=16, a stream's share of the queue in one rsync call (batch_parts 8)", 4, 16, 8, False, "before", False),
+    ("b", "(b) K=16, one part per call, move pipelined with the next rsync", 4, 16, 1, True, "before", False),
+    ("ab", "(a)+(b) K=16, new defaults", 4, 16, 8, True, "before", False),
+    ("ab4", "(a)+(b) K=4, new defaults", 4, 4, 8, True, "before", False),
+    ("ab1", "(a)+(b) `--streams 1`, K=16, new defaults", 1, 16, 8, True, "before", False),
+    ("c_then", "(c) end to end, baseline: K=4 packed, then sent", 4, 4, 1, False, "then", False),
+    ("c4", "(c) end to end: K=4, each part sent as soon as packed, (a)+(b)", 4, 4, 8, True, "overlap", False),
+    ("c16", "(c) end to end: K=16, each part sent as soon as packed, (a)+(b)", 4, 16, 8, True, "overlap", False),
+    ("c16_1", "(c) end to end `--streams 1`: K=16, sent as packed, (a)+(b)", 1, 16, 8, True, "overlap", False),
+    ("d1", "(d) `--streams 1`, K=4, one long-lived `dwfhpc receive` per stream (transport.stream)", 1, 4, 8, True,
+     "before", True),
+    ("d4", "(d) K=4, one long-lived `dwfhpc receive` per stream", 4, 4, 8, True, "before", True),
+    ("d16", "(d) K=16, one long-lived `dwfhpc receive` per stream", 4, 16, 8, True, "before", True),
+    ("dc16", "(d)+(c) end to end: K=16, each part streamed as soon as packed", 4, 16, 8, True, "overlap", True),
 ]
 
 
@@ -202,12 +214,12 @@ def measure(args) -> None:
 
     out["capacity"] = capacity(spec["bytes"])
     print(f"capacity: {out['capacity']:.1f} s", file=sys.stderr, flush=True)
-    for key, _, n, k, batch, pipeline, pack in ROWS:
+    for key, _, n, k, batch, pipeline, pack, stream in ROWS:
         if args.rows and key not in args.rows.split(","):
             continue
         clean()
         out[key] = push_streams(raw, n, recv, work, cipher, k=k, batch=batch, pipeline=pipeline, pack=pack,
-                                codec=spec["codec"])
+                                codec=spec["codec"], stream=stream)
         print(f"{key}: {out[key]:.1f} s", file=sys.stderr, flush=True)
     clean()
     print(json.dumps(out))
@@ -326,6 +338,10 @@ def write_results(args, res: dict, nbytes: int, nccd: int, codec: str, mode: str
     ratio("ab", "base1", "new defaults `--streams 4` (K=16) vs baseline `--streams 1` (K=1)")
     ratio("c16", "c16_1", "end to end (packing overlapped), `--streams 4` vs `--streams 1` (K=16)")
     ratio("c16", "c_then", "end to end, K=16 sent as packed vs K=4 packed then sent (both 4 streams)")
+    ratio("d4", "d1", "(d) streamed, `--streams 4` vs `--streams 1` (K=4)")
+    ratio("d4", "base1", "(d) streamed `--streams 4` (K=4) vs baseline `--streams 1` (K=1)")
+    ratio("d16", "base1", "(d) streamed `--streams 4` (K=16) vs baseline `--streams 1` (K=1)")
+    ratio("dc16", "c16", "end to end, K=16: (d) streamed vs rsync (a)+(b)")
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = args.out.read_text() if args.out.exists() else ""

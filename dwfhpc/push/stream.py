@@ -29,6 +29,8 @@ from .receiver import PROTOCOL
 from .transport import PartFiles, SshTransport, _batch_names, _file_sha256, _what, classify, tar_digests
 
 _CHUNK = 1 << 20
+#: added to the stall limit while a receiver starts (ssh connection, the receiver's Python start-up)
+STARTUP_GRACE_SECONDS = 30.0
 #: the remote shell's "command not found" / "not executable": no retry installs dwfhpc there
 _NOT_INSTALLED = (126, 127)
 
@@ -64,7 +66,7 @@ class StreamTransport(SshTransport):
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name=f"stream-watchdog-{self.stream}", daemon=True)
             self._watchdog.start()
-        hello = self._read_answer(self._proc)
+        hello = self._read_answer(self._proc, grace=STARTUP_GRACE_SECONDS)
         if hello.get("hello") != PROTOCOL:
             raise self._broken(f"the receiver answered {hello!r}, not {PROTOCOL}")
         return self._proc
@@ -117,8 +119,8 @@ class StreamTransport(SshTransport):
             (f" (exit {rc})" if rc is not None else "")
         return TransferError(message, retryable=stalled or rc is None or rc < 0 or classify(rc, stderr) or not tail)
 
-    def _read_answer(self, proc: subprocess.Popen) -> dict:
-        self._progress()
+    def _read_answer(self, proc: subprocess.Popen, grace: float = 0.0) -> dict:
+        self._busy_since = time.monotonic() + grace
         line = proc.stdout.readline(4096)
         if not line:
             raise self._broken("the receiver closed the stream")
@@ -131,6 +133,16 @@ class StreamTransport(SshTransport):
         return answer
 
     # ------------------------------------------------------------------ the transport
+    def prepare(self) -> None:
+        """Create staging and inbox (opening the master), then start the receiver before the first part."""
+        super().prepare()
+        with self._lock:
+            self._busy_since = time.monotonic()
+            try:
+                self._ensure()
+            finally:
+                self._busy_since = None
+
     def _write_frame(self, proc: subprocess.Popen, path: Path, digest: str) -> None:
         size = path.stat().st_size
         proc.stdin.write(json.dumps({"name": path.name, "bytes": size, "sha256": digest}).encode() + b"\n")
