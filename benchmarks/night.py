@@ -96,6 +96,13 @@ def dwfhpc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dwfhpc", *args]
 
 
+def stream_transport(args) -> dict:
+    """``--stream``: the streamed transport, its receiver this checkout's dwfhpc (the sshd shares this host)."""
+    if not getattr(args, "stream", False):
+        return {}
+    return {"stream": True, "receiver_command": f"env PYTHONPATH={REPO} {sys.executable} -m dwfhpc"}
+
+
 def pct(values, q) -> float:
     values = [v for v in values if v is not None]
     return float(np.percentile(values, q)) if values else float("nan")
@@ -213,7 +220,7 @@ def run_ours(args, work: Path, wan: wanlink.Wan, slurm: dict, files, nccd: int) 
         workdir=work, wan=wan, streams=args.streams, parts=args.streams,
         ingest={"poll_seconds": 2, "report_every_seconds": 600},
         scheduler={"time_minutes": 30, "mem_gb": 1, "array_parallelism": 64},
-        calibration={"refcat": str(refcat)}))
+        calibration={"refcat": str(refcat)}, transport=stream_transport(args)))
     subprocess.run(dwfhpc("config", "check", str(site)), env=env(), check=True, capture_output=True)
     logs = {n: (work / f"{n}.log").open("w") for n in ("ingest", "push")}
     procs = {
@@ -397,7 +404,8 @@ def write_results(args, ours: dict, seed: dict | None, meta: dict) -> str:
         "200 Mbit/s (tests/infra/wan).", "",
         f"**Size:** {meta['n_cal']} calibration frames (biases + dome flats, every {args.cal_cadence:g} s at dusk), then "
         f"{meta['n_sci']} science exposures every **{args.cadence:g} s**, {meta['nccd']} CCDs each "
-        f"({meta['mb_per_exp']:.0f} MB raw per exposure); `push --streams {args.streams}` (K={args.streams} parts), "
+        f"({meta['mb_per_exp']:.0f} MB raw per exposure); `push --streams {args.streams}` (K={args.streams} parts, "
+        f"{'transport.stream: one `dwfhpc receive` per stream' if getattr(args, 'stream', False) else 'rsync'}), "
         f"`ingest --array --executor slurm`. Wall time of our night: {meta['wall']:.0f} s; the seed's "
         f"{meta['n_seed']} exposures after it: {meta.get('seed_wall', 0):.0f} s.", "",
         f"Outcome: tasks by kind/state {ours['counts']}; {ours['parts']} parts, {ours['submissions']} array "
@@ -436,12 +444,13 @@ def write_results(args, ours: dict, seed: dict | None, meta: dict) -> str:
         lines.append("| products | " + " | ".join(f"{e['products']}/{meta['nccd']}" for e in se) + " |")
         stot, sc = [e["total"] for e in se], [c["total"] for c in seed["ccds"]]
         otot = [e["total"] for e in ex]
-        lines += ["", "| latency, seconds | ours p50 | ours p95 | seed p50 | seed p95 | seed / ours (p50) |",
-                  "|---|---:|---:|---:|---:|---:|",
+        lines += ["", "| latency, seconds | ours p50 | ours p95 | seed p50 | seed p95 | seed / ours (p50) | "
+                  "seed / ours (p95; target >= 3x) |",
+                  "|---|---:|---:|---:|---:|---:|---:|",
                   f"| exposure (last CCD) | {pct(otot, 50):.1f} | {pct(otot, 95):.1f} | {pct(stot, 50):.1f} | "
-                  f"{pct(stot, 95):.1f} | **{pct(stot, 50) / pct(otot, 50):.2f}x** |",
+                  f"{pct(stot, 95):.1f} | {pct(stot, 50) / pct(otot, 50):.2f}x | **{pct(stot, 95) / pct(otot, 95):.2f}x** |",
                   f"| CCD | {pct(tot, 50):.1f} | {pct(tot, 95):.1f} | {pct(sc, 50):.1f} | {pct(sc, 95):.1f} | "
-                  f"**{pct(sc, 50) / pct(tot, 50):.2f}x** |", "",
+                  f"{pct(sc, 50) / pct(tot, 50):.2f}x | **{pct(sc, 95) / pct(tot, 95):.2f}x** |", "",
                   "The seed ran each exposure alone on an idle machine (no cadence, nothing else queued), which "
                   "favours it; ours ran under the night's cadence with the calibration frames and every stage "
                   "sharing the same 2 cores."]
@@ -1529,6 +1538,8 @@ def main() -> int:
                          "to full exposures; see results/night.md; the survey's cadence is 60)")
     ap.add_argument("--cal-cadence", type=float, default=None, help="seconds between calibration frames at dusk (30)")
     ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--stream", action="store_true",
+                    help="push with transport.stream (one long-lived dwfhpc receive per stream) instead of rsync")
     ap.add_argument("--seed-exposures", type=int, default=2, help="science exposures also run the seed's way (0: none)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--work", type=Path, default=None, help="(default /tmp/dwfnight, --faults: /tmp/dwfnight-faults)")
