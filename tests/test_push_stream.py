@@ -112,16 +112,17 @@ def test_input_ending_inside_a_frame_leaves_nothing_behind(tmp_path):
     assert visible(tmp_path / "staging") == [] and visible(tmp_path / "inbox") == []
 
 
-def test_an_unwritable_staging_folder_is_a_named_retryable_error_and_the_stream_stays_in_step(tmp_path):
+def test_an_unwritable_frame_is_a_named_retryable_error_and_the_stream_stays_in_step(tmp_path):
     a, b = make_part(tmp_path / "out", 1100001), make_part(tmp_path / "out", 1100002)
     staging = tmp_path / "staging"
-    staging.mkdir()
-    (staging / f".{a[0].name}.receiving").mkdir()  # the temporary cannot be opened as a file
+    (staging / a[0].name).mkdir(parents=True)  # a folder where the tarball must go
     rc, answers = receive(tmp_path, b"".join(frame(f) for f in (*a, *b)))
     assert rc == 0
-    assert f"cannot write {staging / ('.' + a[0].name + '.receiving')}" in answers[1]["error"]
+    assert answers[1]["error"] == f"cannot write {staging / a[0].name}: Is a directory"
     assert answers[1]["retryable"] is True
-    assert answers[3:] == [{"name": f.name, "ok": True} for f in b]  # the next part's frame read whole
+    assert answers[3:] == [{"name": f.name, "ok": True} for f in b]  # the next part's frames read whole
+    assert not [n for n in visible(staging) if n.endswith(".receiving")]  # no temporary left behind
+    assert visible(tmp_path / "inbox") == sorted(f.name for f in b)
 
 
 # --------------------------------------------------------------------------- over a real sshd

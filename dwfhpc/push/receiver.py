@@ -7,7 +7,7 @@ handshake (~2.2 s at 300 ms RTT) and no remote move command. Protocol ``dwfhpc-r
 - the receiver first writes ``{"hello": "dwfhpc-receive/1"}`` (one JSON line);
 - the sender writes frames: a JSON header line ``{"name": N, "bytes": B, "sha256": H}`` and then B
   raw bytes. N must be a part file name (``<expid>.p<k>of<K>.tar`` or ``.manifest.json``);
-- a frame is written to ``STAGING/.N.receiving``, hashed as it arrives, and renamed to
+- a frame is written to ``STAGING/.N.<pid>.receiving``, hashed as it arrives, and renamed to
   ``STAGING/N`` only when its length and sha256 match the header; otherwise it is removed;
 - a manifest frame publishes its part: the staged tarball must match the manifest's
   ``tar_sha256``; it is moved into the inbox first, the manifest last (the ingest never sees a
@@ -82,7 +82,7 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
     Always consumes the frame's bytes, so the stream stays in step even when writing fails.
     :class:`EOFError` when the input ends inside the frame.
     """
-    tmp = staging / f".{name}.receiving"
+    tmp = staging / f".{name}.{os.getpid()}.receiving"  # never shared with a receiver still ending
     h = hashlib.sha256()
     left = size
     write_error: OSError | None = None
@@ -120,7 +120,11 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
         _discard(tmp)
         raise FrameError(f"sha256 of the received bytes {h.hexdigest()[:12]}... differs from the sender's "
                          f"{digest[:12]}...: not published")
-    os.replace(tmp, staging / name)
+    try:
+        os.replace(tmp, staging / name)
+    except OSError as exc:
+        _discard(tmp)
+        raise FrameError(f"cannot write {staging / name}: {exc.strerror or exc}") from None
 
 
 def _file_sha256(path: Path) -> str:
