@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 1, mem_gb REAL, time_minutes INTEGER,
     prior_shift TEXT, submission INTEGER, idx INTEGER, job_id TEXT, missing_since REAL, reason TEXT,
     result TEXT, t_queued REAL, t_submitted REAL, t_started REAL, t_finished REAL,
-    first_attempt INTEGER NOT NULL DEFAULT 1,
+    first_attempt INTEGER NOT NULL DEFAULT 1, waiting TEXT,
     PRIMARY KEY (part, ccd));
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, part TEXT NOT NULL, executor TEXT NOT NULL, job_id TEXT,
@@ -64,6 +64,7 @@ CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 MIGRATIONS = (
     add_column("tasks", "first_attempt", "INTEGER NOT NULL DEFAULT 1"),  # 1: reprocess budgets
     lambda conn: None,  # 2: the runaway-resubmission guard's ``stops`` table (created by SCHEMA)
+    add_column("tasks", "waiting", "TEXT"),  # 3: what a pending task waits for, when not an ordinary slot
 )
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class TaskRow:
     t_started: float | None
     t_finished: float | None
     first_attempt: int = 1  # where this run's retry budget starts (a reprocess starts a new one)
+    waiting: str | None = None  # a pending task held by the scheduler for more than a free slot (its reason)
 
     @property
     def attempts_used(self) -> int:
@@ -243,11 +245,12 @@ class StateDB(Database):
     # transitions: queue -> submitted -> running -> done | failed | lost, or back to queued for a retry
     def mark_running(self, part: str, ccd: int) -> None:
         """The scheduler runs the task (it is back in sight if it was missing)."""
-        self._set_task(part, ccd, state=TaskState.RUNNING, missing_since=None)
+        self._set_task(part, ccd, state=TaskState.RUNNING, missing_since=None, waiting=None)
 
-    def mark_pending(self, part: str, ccd: int) -> None:
-        """The task waits in the scheduler's queue (it is back in sight if it was missing)."""
-        self._set_task(part, ccd, state=TaskState.SUBMITTED, missing_since=None)
+    def mark_pending(self, part: str, ccd: int, waiting: str | None = None) -> None:
+        """The task waits in the scheduler's queue (back in sight if it was missing); ``waiting``: held
+        for more than a free slot, and why (None: the ordinary wait)."""
+        self._set_task(part, ccd, state=TaskState.SUBMITTED, missing_since=None, waiting=waiting)
 
     def mark_missing(self, part: str, ccd: int, since: float) -> None:
         """First poll that found the task neither queued nor finished."""
@@ -255,8 +258,8 @@ class StateDB(Database):
 
     def finish(self, part: str, ccd: int, result: TaskResult, now: float | None = None) -> None:
         """The task is done with ``result`` (its timings give t_started / t_finished)."""
-        self._set_task(part, ccd, state=TaskState.DONE, result=result, reason=None, t_started=result.started,
-                       t_finished=result.finished or now or time.time(), missing_since=None)
+        self._set_task(part, ccd, state=TaskState.DONE, result=result, reason=None, waiting=None,
+                       t_started=result.started, t_finished=result.finished or now or time.time(), missing_since=None)
 
     def record_attempt(self, part: str, ccd: int, result: TaskResult | None, now: float | None = None) -> None:
         """Keep a failed attempt's result and times (a retry or :meth:`fail` follows)."""
@@ -267,13 +270,13 @@ class StateDB(Database):
 
     def fail(self, part: str, ccd: int, reason: str, now: float | None = None) -> None:
         """The task kept failing: final ``failed`` with ``reason``."""
-        self._set_task(part, ccd, state=TaskState.FAILED, reason=reason, t_finished=now or time.time(),
-                       missing_since=None)
+        self._set_task(part, ccd, state=TaskState.FAILED, reason=reason, waiting=None,
+                       t_finished=now or time.time(), missing_since=None)
 
     def lose(self, part: str, ccd: int, reason: str, now: float | None = None) -> None:
         """The task kept leaving the queue without a result: final ``lost`` with ``reason``."""
-        self._set_task(part, ccd, state=TaskState.LOST, reason=reason, t_finished=now or time.time(),
-                       missing_since=None)
+        self._set_task(part, ccd, state=TaskState.LOST, reason=reason, waiting=None,
+                       t_finished=now or time.time(), missing_since=None)
 
     def requeue(self, part: str, ccd: int, *, attempt: int, reason: str | None, mem_gb: float | None = None,
                 time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None,
@@ -285,7 +288,7 @@ class StateDB(Database):
         """
         fields = dict(state=TaskState.QUEUED, attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
                       missing_since=None, t_queued=time.time() + delay, t_submitted=None, t_started=None,
-                      t_finished=None)
+                      t_finished=None, waiting=None)
         if new_budget:
             fields["first_attempt"] = attempt
         if mem_gb is not None:

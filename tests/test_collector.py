@@ -265,7 +265,7 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
         db.update("tasks", {"part": PART, "ccd": 1}, {"state": "done", "bogus": 1})
     with pytest.raises(ValueError, match="no column"):
         db._set_task(PART, 1, nonsense=2)
-    assert db.schema_version == len(MIGRATIONS) == 2
+    assert db.schema_version == len(MIGRATIONS) == 3
     old = tmp_path / "old.sqlite"  # a state DB from before reprocess budgets (no first_attempt, version 0)
     con = sqlite3.connect(old)
     con.execute("CREATE TABLE tasks (part TEXT NOT NULL, ccd INTEGER NOT NULL, expid TEXT NOT NULL, night TEXT,"
@@ -277,11 +277,42 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
     con.commit()
     con.close()
     with StateDB(old) as migrated:
-        assert migrated.schema_version == 2
+        assert migrated.schema_version == 3
         (t,) = migrated.tasks()
-        assert (t.state, t.first_attempt, t.attempts_used) == (TaskState.FAILED, 1, 3)
+        assert (t.state, t.first_attempt, t.attempts_used, t.waiting) == (TaskState.FAILED, 1, 3, None)
         assert migrated.parts() == []  # tables added since were created
         assert migrated.resubmission_stops() == []  # the runaway guard's table too
+
+
+def test_a_task_held_by_the_scheduler_says_why_once_and_forgets_it_when_it_runs(db):
+    from dwfhpc.scheduler.base import QueueState
+
+    add_part(db, ccds=(1, 2))
+    ex = FakeExecutor()
+    col = Collector(db, ex, max_attempts=3, lost_after=60)
+    handler = install_event_handler(db, "dwfhpc.ingest")
+    try:
+        ids = submit_queued(db)
+        ex.in_queue = {ids[1]: QueueState("PENDING", "BeginTime"), ids[2]: QueueState("PENDING", "Priority")}
+        col.poll(3.0)
+        col.poll(4.0)  # the same hold: not logged again
+        held, ordinary = task(db, 1), task(db, 2)
+        assert held.state == TaskState.SUBMITTED and held.waiting.startswith("BeginTime: held back until a later")
+        assert ordinary.waiting is None  # waiting for a free slot is not worth a word
+        ex.in_queue[ids[1]] = QueueState("PENDING", "launch failed requeued held")
+        col.poll(5.0)
+        assert task(db, 1).waiting.startswith("launch failed requeued held: its launch failed on the node")
+        from dwfhpc.ingest.status import summary
+
+        assert [(w["ccd"], w["job_id"]) for w in summary(db)["waiting"]] == [(1, ids[1])]  # what status shows
+        ex.in_queue[ids[1]] = QueueState("RUNNING", "None")
+        col.poll(6.0)
+        assert (task(db, 1).state, task(db, 1).waiting) == (TaskState.RUNNING, None)
+    finally:
+        remove_event_handler(handler)
+    said = [e["message"] for e in reversed(db.events()) if "pending in the scheduler" in e["message"]]
+    assert len(said) == 2 and "as BeginTime" in said[0] and f"(job {ids[1]})" in said[0]
+    assert "as launch failed requeued held" in said[1]
 
 
 def test_part_state_from_tasks():

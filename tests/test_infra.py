@@ -40,6 +40,29 @@ def test_cancelled_task_leaves_the_queue(slurm_cluster):
     assert slurm_cluster.run("sacct", "-j", job, check=False).returncode != 0  # no accounting here
 
 
+@pytest.mark.slurm
+def test_slurm_queue_says_why_a_task_is_held(slurm_cluster):
+    """The collector's one squeue per poll carries Slurm's reason (``%r``): a held task says so."""
+    from dwfhpc.config import SchedulerSettings
+    from dwfhpc.scheduler import scheduler_for
+
+    out = slurm_cluster.run("sbatch", "--parsable", "--hold", "--array=0-1", "--wrap", "true", "-o", "/dev/null")
+    job = out.stdout.strip().split(";")[0]
+    try:
+        slurm = scheduler_for("slurm", SchedulerSettings())
+        deadline = time.monotonic() + 30
+        while True:
+            states = slurm.queue([f"{job}_0", f"{job}_1", "999999_0"])
+            if len(states) == 2 and all(s.reason for s in states.values()):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.3)
+        assert set(states) == {f"{job}_0", f"{job}_1"}  # an unknown task is simply not queued
+        assert all(s == "PENDING" and s.reason == "JobHeldUser" for s in states.values())
+    finally:
+        slurm_cluster.run("scancel", job, check=False)
+
+
 @pytest.mark.ssh
 def test_rsync_over_real_sshd_checks_host_keys(sshd_server, tmp_path):
     src = tmp_path / "part.tar"

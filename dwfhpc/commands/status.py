@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  latency    part in inbox -> products: p50 {lat['p50']:.1f} s, p95 {lat['p95']:.1f} s over {lat['n']} parts")
     if s["retried"]:
         print(f"  retried    {s['retried']} CCDs needed more than one attempt")
+    held: dict[str, list[str]] = {}
+    for w in s["waiting"]:
+        held.setdefault(w["waiting"], []).append(f"{w['part']} CCD {w['ccd']}")
+    for why, which in held.items():
+        print(f"  held       {len(which)} CCD{'s' if len(which) > 1 else ''} by the scheduler, {why}: "
+              + ", ".join(which[:4]) + (f" (+{len(which) - 4} more)" if len(which) > 4 else ""))
     for stop in s["resubmission_stops"]:
         print(f"  stopped    {stop['scope']} {stop['name']}: {stop['reason']}")
     for f in s["failures"]:

@@ -17,7 +17,9 @@ median shift of its neighbours in the same exposure. A task that keeps failing e
 (or ``lost``) with its reason. A runaway guard caps resubmissions per exposure and per night: past
 the ceiling that exposure (or night) is resubmitted no more (recorded in the ``stops`` table, shown
 by ``dwfhpc status`` and the report) and the rest of the night goes on. Retries and final failures
-are logged (and so recorded as events).
+are logged (and so recorded as events). A pending task that the scheduler holds for more than a free
+slot (a delayed start after a failed launch, an admin hold, a node or partition down) carries that
+reason in the state DB (``tasks.waiting``, shown by ``dwfhpc status``) and in one logged event.
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ PERMANENT = frozenset({ErrorKind.INTEGRITY})
 #: what the next attempt gets more of, by kind
 ESCALATE = {ErrorKind.OUT_OF_MEMORY: "memory", ErrorKind.TIMEOUT: "time", ErrorKind.INTERRUPTED: "time"}
 _RUNNING = ("RUNNING", "COMPLETING")  # scheduler states that mean the task runs
+#: scheduler reasons of the ordinary wait for a free slot (anything else is recorded as the task's ``waiting``)
+ORDINARY_WAIT = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "QOSMaxJobsPerUserLimit",
+                           "AssocMaxJobsLimit", "AssocGrpJobsLimit", "Dependency"})
+#: what a scheduler reason means for a survey night, where it is not self-explanatory
+WAIT_MEANING = {
+    "BeginTime": "held back until a later start time (Slurm requeues a task whose launch failed, e.g. on a "
+                 "node whose slurmd did not answer, with a delayed start)",
+    "launch failed requeued held": "its launch failed on the node; Slurm requeued it and holds it "
+                                   "(`scontrol release` frees it)",
+    "JobHeldAdmin": "held by an administrator",
+    "JobHeldUser": "held (`scontrol release` frees it)",
+    "ReqNodeNotAvail": "the nodes it may run on are not available",
+    "NodeDown": "its node is down",
+    "PartitionDown": "its partition is down",
+    "PartitionInactive": "its partition is inactive",
+    "BadConstraints": "its requested resources can never be satisfied",
+}
 
 
 class Collector:
@@ -72,8 +91,10 @@ class Collector:
                 running = queued[t.job_id] in _RUNNING
                 if running and (t.state != TaskState.RUNNING or t.missing_since):
                     self.db.mark_running(t.part, t.ccd)
-                elif not running and (t.state != TaskState.SUBMITTED or t.missing_since):
-                    self.db.mark_pending(t.part, t.ccd)
+                elif not running:
+                    waiting = self._waiting(t, queued[t.job_id])
+                    if t.state != TaskState.SUBMITTED or t.missing_since or waiting != t.waiting:
+                        self.db.mark_pending(t.part, t.ccd, waiting)
                 continue
             sub = self._submission(t.submission)
             outcome = self.executor.outcome(sub.spec, t.idx, t.job_id, sub.folder) if sub else None
@@ -92,6 +113,17 @@ class Collector:
         for part in touched:
             self.db.refresh_part_state(part, now)
         return counts
+
+    def _waiting(self, t: TaskRow, state: str) -> str | None:
+        """``REASON: meaning`` when the scheduler holds ``t`` for more than a free slot (logged once per reason)."""
+        reason = getattr(state, "reason", "") or ""
+        if reason in ORDINARY_WAIT:
+            return None
+        waiting = f"{reason}: {WAIT_MEANING[reason]}" if reason in WAIT_MEANING else reason
+        if waiting != t.waiting:
+            log.warning("%s CCD %d: pending in the scheduler as %s (job %s)", t.part, t.ccd, waiting, t.job_id,
+                        extra={"part": t.part})
+        return waiting
 
     # ---------------------------------------------------------------- outcomes
     def _finished(self, t: TaskRow, outcome: Outcome, now: float) -> str:

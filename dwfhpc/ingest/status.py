@@ -67,6 +67,8 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
                     + [{"part": p.stem, "ccd": None, "state": "quarantined", "attempts": 0, "reason": p.reason}
                        for p in parts if p.state == "quarantined"],
         "retried": sum(t.attempt > 1 for t in tasks),
+        "waiting": [{"part": t.part, "ccd": t.ccd, "job_id": t.job_id, "waiting": t.waiting}
+                    for t in tasks if t.waiting and t.state == "submitted"],
         # per CCD: submitted (array submitted, or ticket handed to the workers) -> running -> products
         "queue_seconds": spread_of_done(tasks, "t_submitted", "t_started"),
         "run_seconds": spread_of_done(tasks, "t_started", "t_finished"),

@@ -118,6 +118,22 @@ class QueuedTask:
         return "HELD" if self.state == "PENDING" and "Held" in self.reason else self.state
 
 
+class QueueState(str):
+    """A task's scheduler state (``PENDING``, ``RUNNING``, ...) that also carries the scheduler's reason.
+
+    A ``str``, so it compares and prints as the state; ``reason`` is what the scheduler says the task
+    waits for (Slurm's ``%r``: ``Priority``, ``Resources``, ``BeginTime``, ``launch failed requeued
+    held``, ...), empty where the scheduler says nothing.
+    """
+
+    reason: str
+
+    def __new__(cls, state: str, reason: str = "") -> QueueState:
+        obj = super().__new__(cls, state)
+        obj.reason = reason
+        return obj
+
+
 # --------------------------------------------------------------------------- the scheduler
 class Scheduler(ABC):
     """One batch scheduler. Subclasses set the class attributes and the few parsers that differ."""
@@ -204,11 +220,11 @@ class Scheduler(ABC):
         found = self.parse_queue(proc.stdout)
         return [t for t in found if prefix is None or t.name.startswith(prefix)]
 
-    def queue(self, task_ids: Sequence[str], *, user: str | None = None) -> dict[str, str]:
-        """Which of ``task_ids`` are still queued or running, with their state: one query (none for no ids)."""
+    def queue(self, task_ids: Sequence[str], *, user: str | None = None) -> dict[str, QueueState]:
+        """Which of ``task_ids`` are still queued or running, with their state and reason: one query (none for no ids)."""
         if not task_ids:
             return {}
-        states = {self.task_key(t.job_id): t.state for t in self.tasks(user=user)}
+        states = {self.task_key(t.job_id): QueueState(t.state, t.reason) for t in self.tasks(user=user)}
         return {tid: states[self.task_key(tid)] for tid in task_ids if self.task_key(tid) in states}
 
     def gone_reasons(self, task_ids: Sequence[str]) -> dict[str, str]:
