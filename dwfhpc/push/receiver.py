@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import TransferError
-from .transport import check_part_file_name, tar_digests
+from .transport import _file_sha256, check_part_file_name, tar_digests
 
 PROTOCOL = "dwfhpc-receive/1"
 MAX_HEADER_BYTES = 4096
@@ -125,14 +125,6 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
     except OSError as exc:
         _discard(tmp)
         raise FrameError(f"cannot write {staging / name}: {exc.strerror or exc}") from None
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def publish(staging: Path, inbox: Path, manifest_name: str, received: dict[str, str]) -> None:
