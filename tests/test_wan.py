@@ -4,7 +4,8 @@ Two network namespaces joined by a 300 ms RTT / 200 Mbit/s link (``tests/infra/w
 from ../shared/tools/wan), an sshd in the cluster namespace, the private Slurm of
 ``tests/infra/start-slurm.sh``. A simulated telescope (``dwfhpc simulate --cadence``) writes 2
 DECam exposures of 4 CCDs into the raw folder; the real ``dwfhpc push --streams 2`` runs inside
-the telescope namespace and delivers over rsync/ssh; the real ``dwfhpc ingest --array --executor
+the telescope namespace and delivers over rsync/ssh (and, second run, over one streamed
+``dwfhpc receive`` per stream: ``transport.stream``); the real ``dwfhpc ingest --array --executor
 slurm`` runs on the host (the sshd shares the host's file system, so the inbox it watches is the
 one the push delivers into). While the first part is on the wire the link goes down for 10 s and
 comes back: push must retry and recover, and every CCD must end ``done`` with its products, each
@@ -81,7 +82,14 @@ def _tail(path: Path, n: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
 
 
-def test_night_over_the_wan_with_a_link_cut_loses_nothing(wan, slurm_cluster, tmp_path):
+#: the two transports: rsync calls into staging + a remote move, or one streamed ``dwfhpc receive`` per
+#: stream (its receiver this checkout's dwfhpc: the far namespace's sshd shares this host)
+TRANSPORTS = {"rsync": {},
+              "stream": {"stream": True, "receiver_command": f"env PYTHONPATH={REPO} {sys.executable} -m dwfhpc"}}
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_night_over_the_wan_with_a_link_cut_loses_nothing(wan, slurm_cluster, tmp_path, transport):
     t_begin = time.monotonic()
     work = tmp_path / "night"
     raw = work / "telescope" / "raw"
@@ -90,8 +98,8 @@ def test_night_over_the_wan_with_a_link_cut_loses_nothing(wan, slurm_cluster, tm
     site = work / "site.yaml"
     site.write_text(wanlink.site_yaml(
         workdir=work, wan=wan, streams=STREAMS, parts=PARTS,
-        # a dead link is noticed by rsync's I/O timeout; retries back off 1, 2, 4 s
-        transport={"timeout_seconds": 6, "backoff_seconds": 1, "backoff_max": 4},
+        # a dead link is noticed by rsync's I/O timeout (or the stream's stall limit); retries back off 1, 2, 4 s
+        transport={"timeout_seconds": 6, "backoff_seconds": 1, "backoff_max": 4, **TRANSPORTS[transport]},
         ingest={"auto_masters": False, "inbox_poll_seconds": 0.25},
         node={"require_masters": False}, scheduler={"time_minutes": 10, "mem_gb": 1}))
     check = subprocess.run(_dwfhpc("config", "check", str(site)), env=_env(), capture_output=True, text=True)
