@@ -1171,9 +1171,14 @@ def analyse_fault(name: str, rec: dict, ev: Evidence, camp: Campaign, t_next: fl
         sp = ev.sparts.get(stem)
         qdirs = sorted((camp.work / "cluster" / "quarantine").glob(f"{stem}*"))
         reason = (qdirs[0] / "reason.txt").read_text().strip() if qdirs and (qdirs[0] / "reason.txt").exists() else None
-        row["detected"] = (f"ingest's verification: state DB part `{sp['state']}`, reason \"{short(sp['reason'], 120)}\""
-                           + (f"; `{qdirs[0].relative_to(camp.work)}/reason.txt`" if qdirs else "")
-                           if sp else "the state DB has no row for the part")
+        damaged = ev.jev(t0, t0 + 600, f"moving {stem} into the inbox failed")
+        if damaged:  # push's remote check (tarball vs manifest sha256) before the move into the inbox
+            row["detected"] = (f"push's check in staging before the move into the inbox: {len(damaged)} journal "
+                               f"`retry` warning(s), first {rel(damaged[0]['t'], t_ref)}: \"{short(damaged[0]['message'], 140)}\"")
+        else:
+            row["detected"] = (f"ingest's verification: state DB part `{sp['state']}`, reason \"{short(sp['reason'], 120)}\""
+                               + (f"; `{qdirs[0].relative_to(camp.work)}/reason.txt`" if qdirs else "")
+                               if sp else "the state DB has no row for the part")
         jp = next((p for p in ev.jparts if f"{p['expid']}.p{p['k']}of{p['n']}" == stem), None)
         resent = jp and (jp["t_confirmed"] or 0) > t0 + 5
         tasks = [t for t in ev.tasks if t["part"] == stem]
