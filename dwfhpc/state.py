@@ -205,11 +205,18 @@ class StateDB(Database):
     def refresh_part_state(self, stem: str, now: float | None = None) -> PartState:
         """Derive a part's state from its tasks: queued, active, done (all done) or failed (all final)."""
         with self._lock:
-            state = part_state_from_tasks(r["state"] for r in self.rows("SELECT state FROM tasks WHERE part=?", (stem,)))
+            tasks = self.rows("SELECT ccd, state, reason FROM tasks WHERE part=? ORDER BY ccd", (stem,))
+            state = part_state_from_tasks(r["state"] for r in tasks)
             part = self.part(stem)
             if part and part.state != state:
                 finished = state in (PartState.DONE, PartState.FAILED)
-                self.update("parts", {"stem": stem}, {"state": state, "t_done": (now or time.time()) if finished else None})
+                fields = {"state": state, "t_done": (now or time.time()) if finished else None}
+                if state == PartState.FAILED:  # a failed part says why, from the tasks that did not end done
+                    fields["reason"] = "; ".join(f"CCD {r['ccd']} {r['state']}: {r['reason'] or 'no reason recorded'}"
+                                                 for r in tasks if r["state"] != TaskState.DONE)
+                elif state != PartState.QUARANTINED:
+                    fields["reason"] = None
+                self.update("parts", {"stem": stem}, fields)
             return state
 
     # ---------------------------------------------------------------- tasks

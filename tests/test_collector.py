@@ -153,6 +153,7 @@ def test_integrity_is_not_retried(db):
     assert (t.state, t.attempt, t.reason) == ("failed", 1, error)
     assert t.result["error_kind"] == "integrity" and t.t_started == 10.0
     assert db.part(PART).state == PartState.FAILED  # every task final, not all done
+    assert db.part(PART).reason == f"CCD 1 failed: {error}"  # the part says why, naming the CCD
     events = db.events(level="error")
     assert [e["part"] for e in events] == [PART] and "failed after 1 attempts" in events[0]["message"]
 
