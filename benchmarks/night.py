@@ -76,6 +76,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests" / "infra" / "wan"))
 import wanlink  # noqa: E402
 
+from dwfhpc.instruments import instrument_for  # noqa: E402
+
 STAGES = ("wait", "pack", "transfer", "inbox", "hold", "queue", "start", "stage", "calibrate", "copyback", "other")
 STAGE_NAMES = {"wait": "wait-for-complete", "hold": "hold (masters, throttle) + submit", "queue": "Slurm queue",
                "copyback": "copy back"}
@@ -209,6 +211,26 @@ def stash_files(stash: Path) -> list[tuple[Path, str]]:
 
 
 # --------------------------------------------------------------------------- our night
+def simulate_night(args, work: Path) -> tuple[list, list[Path], list[int]]:
+    """Write the night's raw files into ``work/stash``: (files with kinds, science files, CCDs to calibrate).
+
+    The CCDs are those of ``--ccds`` that push packs: the instrument's known-bad CCDs (DECam's 61) are left out."""
+    t = time.time()
+    subprocess.run(dwfhpc("simulate", "--biases", str(args.biases), "--flats", str(args.flats), "--exposures",
+                          str(args.exposures), "--ccds", args.ccds, "--out", str(work / "stash")),
+                   env=env(), check=True, stdout=subprocess.DEVNULL)
+    files = stash_files(work / "stash")
+    sci = [p for p, k in files if k == "science"]
+    info = json.loads(subprocess.run(dwfhpc("info", str(sci[0]), "--json"), env=env(), capture_output=True, text=True,
+                                     check=True).stdout)
+    good = set(instrument_for(info["instrument"]).good_ccds)
+    ccds = sorted(int(c) for c in info["ccds"] if int(c) in good)
+    bad = sorted(int(c) for c in info["ccds"] if int(c) not in good)
+    say(f"simulated {len(files)} exposures in {time.time() - t:.0f} s; {len(ccds)} CCDs each to calibrate"
+        + (f" (known-bad left out: {bad})" if bad else ""))
+    return files, sci, ccds
+
+
 def run_ours(args, work: Path, wan: wanlink.Wan, slurm: dict, files, nccd: int) -> dict:
     raw = work / "telescope" / "raw"
     for d in (raw, work / "cluster" / "staging", work / "cluster" / "inbox"):
@@ -1381,15 +1403,7 @@ def run_fault_campaign(args) -> int:
         subprocess.run(["umount", "-l", str(scratch)], check=False)
     shutil.rmtree(work, ignore_errors=True)
     (work / "stash").mkdir(parents=True)
-    t = time.time()
-    subprocess.run(dwfhpc("simulate", "--biases", str(args.biases), "--flats", str(args.flats), "--exposures",
-                          str(args.exposures), "--ccds", args.ccds, "--out", str(work / "stash")),
-                   env=env(), check=True, stdout=subprocess.DEVNULL)
-    files = stash_files(work / "stash")
-    sci = [p for p, k in files if k == "science"]
-    ccds = json.loads(subprocess.run(dwfhpc("info", str(sci[0]), "--json"), env=env(), capture_output=True, text=True,
-                                     check=True).stdout)["ccds"]
-    say(f"simulated {len(files)} exposures of {len(ccds)} CCDs in {time.time() - t:.0f} s")
+    files, sci, ccds = simulate_night(args, work)
     # the truncated raw file: the science exposure written nearest FAULT_AT["truncated-raw"]
     idx = min(len(sci) - 1, round(FAULT_AT["truncated-raw"] * args.fault_scale / args.cadence))
     truncate = sci[idx].name
@@ -1602,16 +1616,7 @@ def main() -> int:
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     (work / "stash").mkdir(parents=True)
-    t = time.time()
-    subprocess.run(dwfhpc("simulate", "--biases", str(args.biases), "--flats", str(args.flats), "--exposures",
-                          str(args.exposures), "--ccds", args.ccds, "--out", str(work / "stash")),
-                   env=env(), check=True, stdout=subprocess.DEVNULL)
-    files = stash_files(work / "stash")
-    sci = [p for p, k in files if k == "science"]
-    info = json.loads(subprocess.run(dwfhpc("info", str(sci[0]), "--json"), env=env(), capture_output=True, text=True,
-                                     check=True).stdout)
-    ccds = sorted(int(c) for c in info["ccds"])
-    say(f"simulated {len(files)} exposures of {len(ccds)} CCDs in {time.time() - t:.0f} s")
+    files, sci, ccds = simulate_night(args, work)
     sampler = LoadSampler(work / "load.txt")
     sampler.start()
     wait_for_wan(args.wan_wait)
