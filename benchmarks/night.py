@@ -1624,7 +1624,8 @@ def main() -> int:
     say(f"WAN up ({wan.mode})")
     seed_runs: list[dict] = []
     meta = {"mode": wan.mode, "load_log": str(work / "load.txt"), "nccd": len(ccds), "n_cal": len(files) - len(sci), "n_sci": len(sci),
-            "mb_per_exp": sci[0].stat().st_size / 1e6, "n_seed": min(args.seed_exposures, len(sci))}
+            "mb_per_exp": sci[0].stat().st_size / 1e6, "n_seed": min(args.seed_exposures, len(sci)),
+            "transport": "stream" if args.stream else "rsync"}
     try:
         run = run_ours(args, work, wan, slurm, files, len(ccds))
         meta["wall"] = run["wall"]

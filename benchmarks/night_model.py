@@ -62,6 +62,12 @@ MEASURED_MD = {
         "streams8_s": 20.2,                # push --streams 8 (K=8), masters open
         "seed_scp_s": 59.0,                # one tarball, one scp
     },
+    "transfer.md (streamed)": {  # 2026-12-04 20:57 UTC, lever (d): transport.stream, same exposure and link
+        "streams1_s": 53.8,                # push --streams 1 (K=1), receiver open
+        "streams4_s": 17.1,                # push --streams 4 (K=4): the link's capacity (8 raw TCP streams 17.2 s)
+        "call_setup_s": 0.0,               # no handshake per part: one long-lived ssh + dwfhpc receive per stream
+        "move_rtts": 1,                    # the manifest frame's answer (the receiver publishes the part itself)
+    },
     "codecs.md": {  # 2026-11-25 02:49 UTC, one process per core
         "ccd_raw_mb": 17.9,                # 2160x4146 uint16
         "rice_ratio": 3.11,
@@ -371,7 +377,7 @@ def night_inputs(path: Path = RESULTS / "night.json") -> dict:
     first_sci_submitted = min(sub for _, _, sub in runs) - ex[0]["written"]
     samples = [tuple(c["stages"][k] for k in ("start", "stage", "calibrate", "copyback", "other")) for c in ccds]
     return {
-        "meta": meta, "exposures": ex, "ccds": ccds,
+        "meta": meta, "exposures": ex, "ccds": ccds, "transport": meta.get("transport", "rsync"),
         "cadence_s": statistics.mean(cadences), "n_exposures": len(ex), "nccd": meta["nccd"],
         "mb_per_ccd": meta["mb_per_exp"] / meta["nccd"],
         "wait_s": statistics.median(c["stages"]["wait"] for c in ccds),
@@ -390,14 +396,22 @@ def night_inputs(path: Path = RESULTS / "night.json") -> dict:
     }
 
 
-def link_params() -> dict:
-    """The link model from transfer.md: usable rate, one stream's ceiling, per-call costs."""
+TRANSPORTS = ("rsync", "stream")
+
+
+def link_params(transport: str = "rsync") -> dict:
+    """The link model from transfer.md: usable rate, one stream's ceiling, per-call costs.
+
+    ``rsync``: a handshake and a remote move per call; ``stream`` (``transport.stream``): neither, one
+    answer per part."""
     t = MEASURED_MD["transfer.md"]
+    own = t if transport == "rsync" else MEASURED_MD["transfer.md (streamed)"]
+    call = t["rsync_handshake_s"] if transport == "rsync" else own["call_setup_s"]
     eff = t["link_capacity_mb_s"] / (t["link_nominal_mbit"] / 8)
-    setup = t["rsync_handshake_s"] + t["move_rtts"] * t["rtt_s"]
-    cap = t["exposure_mb"] / (t["streams1_s"] - setup)  # one stream, one part: setup + data at its ceiling
-    return {"link_efficiency": eff, "stream_cap_mb_s": cap, "call_setup_s": t["rsync_handshake_s"],
-            "move_rtts": t["move_rtts"], "rtt_s": t["rtt_s"]}
+    setup = call + own["move_rtts"] * t["rtt_s"]
+    cap = t["exposure_mb"] / (own["streams1_s"] - setup)  # one stream, one part: setup + data at its ceiling
+    return {"link_efficiency": eff, "stream_cap_mb_s": cap, "call_setup_s": call,
+            "move_rtts": own["move_rtts"], "rtt_s": t["rtt_s"]}
 
 
 def measured_night_params(ni: dict, **kw) -> Params:
@@ -406,20 +420,20 @@ def measured_night_params(ni: dict, **kw) -> Params:
         name="this machine's night", cadence_s=ni["cadence_s"], n_exposures=ni["n_exposures"], nccd=ni["nccd"],
         mb_per_ccd=ni["mb_per_ccd"], wait_s=ni["wait_s"], pack_start_s=ni["pack_start_s"],
         pack_ccd_s=ni["pack_ccd_s"], telescope_cores=ni["jobs"], parts=4, streams=4, link_mbit=200.0,
-        **link_params(), inbox_s=ni["inbox_s"], masters_ready_s=ni["masters_ready_s"], cluster_slots=4,
+        **link_params(ni["transport"]), inbox_s=ni["inbox_s"], masters_ready_s=ni["masters_ready_s"], cluster_slots=4,
         mode="arrays", dispatch_s=ni["dispatch_s"], release_s=ni["release_s"], start_s=tm["start"],
         stage_s=tm["stage"], calibrate_s=tm["calibrate"], copyback_s=tm["copyback"], other_s=tm["other"], **kw)
 
 
-def site_params(ni: dict, link_mbit: float, mode: str, **kw) -> Params:
+def site_params(ni: dict, link_mbit: float, mode: str, transport: str = "rsync", **kw) -> Params:
     """62 slots, a 62-CCD exposure every 60 s: isolated benchmarks for the work, this machine's fixed costs."""
     c, n, ing = MEASURED_MD["codecs.md"], MEASURED_MD["node.md"], MEASURED_MD["ingest.md"]
     warm = mode == "workers"
     base = dict(
-        name=f"site {link_mbit:g} Mbit/s {mode}", cadence_s=60.0, n_exposures=60, nccd=62,
+        name=f"site {link_mbit:g} Mbit/s {mode} {transport}", cadence_s=60.0, n_exposures=60, nccd=62,
         mb_per_ccd=ni["mb_per_ccd"], wait_s=ni["wait_s"], pack_start_s=ni["pack_start_s"],
         pack_ccd_s=c["ccd_raw_mb"] / c["rice_compress_mb_s_core"], telescope_cores=c["telescope_cores"],
-        parts=4, streams=4, link_mbit=link_mbit, **link_params(), inbox_s=ing["part_to_submitted_p50_s"],
+        parts=4, streams=4, link_mbit=link_mbit, **link_params(transport), inbox_s=ing["part_to_submitted_p50_s"],
         masters_ready_s=0.0, cluster_slots=62, mode=mode,
         dispatch_s=MEASURED_MD["dwfhpc/workers/worker.py"]["idle_poll_s"] / 2 if warm else ni["dispatch_s"],
         release_s=0.0 if warm else ni["release_s"], start_s=0.0 if warm else ni["task_means"]["start"],
@@ -452,6 +466,7 @@ def breakdown(s: dict) -> str:
 def main() -> int:
     ni = night_inputs()
     lp = link_params()
+    lps = link_params("stream")
     out: list[str] = []
 
     def say(line: str = "") -> None:
@@ -469,12 +484,15 @@ def main() -> int:
     # transfer alone vs transfer.md (one exposure, K = N, link idle)
     t = MEASURED_MD["transfer.md"]
     tx_rows = []
-    for nst, key in ((1, "streams1_s"), (4, "streams4_s"), (8, "streams8_s")):
-        q = Params(n_exposures=1, nccd=60, mb_per_ccd=t["exposure_mb"] / 60, wait_s=0, pack_start_s=0, pack_ccd_s=0,
-                   parts=nst, streams=nst, link_mbit=t["link_nominal_mbit"], **lp, inbox_s=0, cluster_slots=60,
-                   dispatch_s=0, release_s=0, start_s=0, stage_s=0, calibrate_s=0, copyback_s=0)
-        e = simulate(q)[0]
-        tx_rows.append((nst, e["total"], t[key]))  # every other cost is 0: total = the exposure's transfer
+    for transport, link, measured, runs in (("rsync", lp, t, ((1, "streams1_s"), (4, "streams4_s"), (8, "streams8_s"))),
+                                            ("stream", lps, MEASURED_MD["transfer.md (streamed)"],
+                                             ((1, "streams1_s"), (4, "streams4_s")))):
+        for nst, key in runs:
+            q = Params(n_exposures=1, nccd=60, mb_per_ccd=t["exposure_mb"] / 60, wait_s=0, pack_start_s=0,
+                       pack_ccd_s=0, parts=nst, streams=nst, link_mbit=t["link_nominal_mbit"], **link, inbox_s=0,
+                       cluster_slots=60, dispatch_s=0, release_s=0, start_s=0, stage_s=0, calibrate_s=0, copyback_s=0)
+            e = simulate(q)[0]  # every other cost is 0: total = the exposure's transfer
+            tx_rows.append((transport, nst, e["total"], measured[key]))
 
     say("# Night model: a discrete-event simulation of file complete -> all CCDs calibrated")
     say()
@@ -508,24 +526,28 @@ def main() -> int:
         f"{t['streams1_s']} s for {t['exposure_mb']:g} MB minus the per-call cost), per call "
         f"{lp['call_setup_s']:.1f} s handshake + {lp['move_rtts']} RTT move. The ceiling is per stream and does not "
         "grow with the link: at 1 Gbit/s, 4 streams top out at "
-        f"{4 * lp['stream_cap_mb_s']:.1f} MB/s (~{4 * lp['stream_cap_mb_s'] * 8:.0f} Mbit/s).")
+        f"{4 * lp['stream_cap_mb_s']:.1f} MB/s (~{4 * lp['stream_cap_mb_s'] * 8:.0f} Mbit/s). The streamed transport "
+        f"(`transport.stream`, transfer.md lever (d)): no per-call handshake, {lps['move_rtts']} RTT per part (the "
+        f"manifest's answer), one stream's ceiling {lps['stream_cap_mb_s']:.2f} MB/s.")
     say()
     say("Link model alone vs transfer.md (one 339 MB exposure, K = N parts, nothing else running):")
     say()
-    say("| streams | model s | measured s | model / measured |")
-    say("|---:|---:|---:|---:|")
-    for nst, mod, meas in tx_rows:
-        say(f"| {nst} | {mod:.1f} | {meas:.1f} | {mod / meas:.2f} |")
+    say("| transport | streams | model s | measured s | model / measured |")
+    say("|---|---:|---:|---:|---:|")
+    for transport, nst, mod, meas in tx_rows:
+        say(f"| {transport} | {nst} | {mod:.1f} | {meas:.1f} | {mod / meas:.2f} |")
     say()
-    say(f"In the night's configuration the model sends a {ni['mb_per_ccd'] * 31 / 4:.0f} MB part in "
-        f"{simulate(pa)[1]['stages']['transfer']:.1f} s; measured p50 {ni['transfer_part_p50']:.1f} s per part "
-        "(the VM at load 13-24 during the night; the link model is from an idler run).")
+    say(f"In the night's configuration ({ni['transport']}) the model sends a {ni['mb_per_ccd'] * ni['nccd'] / 4:.0f} MB "
+        f"part in {simulate(pa)[1]['stages']['transfer']:.1f} s; measured p50 {ni['transfer_part_p50']:.1f} s per part "
+        "(the night's parts share the link and the 2 cores with packing and calibration; the link model is from "
+        "transfers run alone).")
     say()
 
     say("## (a) This machine's measured night, modelled")
     say()
     say(f"Same sizes and cadence as `night.json`: {ni['n_exposures']} exposures x {ni['nccd']} CCDs every "
-        f"{ni['cadence_s']:.0f} s, 2 packing processes, K = N = 4 at 200 Mbit/s / 300 ms, 4 Slurm slots, job "
+        f"{ni['cadence_s']:.0f} s, 2 packing processes, K = N = 4 at 200 Mbit/s / 300 ms ({ni['transport']} "
+        "transport), 4 Slurm slots, job "
         f"arrays, science held until the masters were ready ({ni['masters_ready_s']:.0f} s; the dusk calibration "
         "frames and the master build are not modelled, their end is taken from the run).")
     say()
@@ -533,7 +555,7 @@ def main() -> int:
     say("|---|---:|---:|---:|---|")
     say(fmt_row("measured (`night.json`)", summary(ni["exposures"])))
     say(fmt_row("model, mean task times", det))
-    say(fmt_row("model, task times resampled from the night's 124 CCDs (median of 50 seeds)", boot))
+    say(fmt_row(f"model, task times resampled from the night's {len(ni['ccds'])} CCDs (median of 50 seeds)", boot))
     say()
     say("Per exposure (its last CCD), measured / model with mean task times, s:")
     say()
@@ -574,9 +596,10 @@ def main() -> int:
 
     # ---- (b) site scale
     rows = []
-    for mb in (200.0, 1000.0):
-        for mode in ("arrays", "workers"):
-            rows.append((mb, mode, replicate(site_params(ni, mb, mode), SITE_SEEDS)))
+    for transport in TRANSPORTS:
+        for mb in (200.0, 1000.0):
+            for mode in ("arrays", "workers"):
+                rows.append((mb, mode, transport, replicate(site_params(ni, mb, mode, transport), SITE_SEEDS)))
     say("## (b) Site scale: 62 slots, a 62-CCD exposure every 60 s, 60 exposures")
     say()
     say(f"Packing {MEASURED_MD['codecs.md']['ccd_raw_mb']} MB CCDs with rice at "
@@ -590,11 +613,12 @@ def main() -> int:
     say()
     say("| configuration | p50 | p95 | max | dominant stage at p95 |")
     say("|---|---:|---:|---:|---|")
-    for mb, mode, s in rows:
-        say(fmt_row(f"{mb:g} Mbit/s, {'per-part arrays' if mode == 'arrays' else 'warm workers'}", s))
+    for mb, mode, transport, s in rows:
+        say(fmt_row(f"{mb:g} Mbit/s, {'per-part arrays' if mode == 'arrays' else 'warm workers'}, "
+                    f"{'rsync' if transport == 'rsync' else 'streamed'}", s))
     say()
-    for mb, mode, s in rows:
-        say(f"- {mb:g} Mbit/s {mode}: at p95 {breakdown(s)}.")
+    for mb, mode, transport, s in rows:
+        say(f"- {mb:g} Mbit/s {mode} {transport}: at p95 {breakdown(s)}.")
     say()
 
     # sensitivities
@@ -625,7 +649,8 @@ def main() -> int:
     say()
 
     # the 60 s question
-    a200 = [s for mb, mode, s in rows if mb == 200.0]
+    a200 = [s for mb, mode, transport, s in rows if mb == 200.0 and transport == "rsync"]  # arrays, workers
+    s200 = [s for mb, mode, transport, s in rows if mb == 200.0 and transport == "stream"]
     worst = max(s["p95"] for s in a200)
     say("## Does p95 < 60 s at 200 Mbit/s?")
     say()
@@ -641,6 +666,11 @@ def main() -> int:
             f"with warm workers. The link carries {62 * ni['mb_per_ccd']:.0f} MB a minute at "
             f"{lp['link_efficiency'] * 25:.0f} MB/s usable: "
             f"{62 * ni['mb_per_ccd'] / (lp['link_efficiency'] * 25) / 60:.0%} busy, so no backlog builds.")
+        say()
+        say(f"With the streamed transport (`transport.stream`, as `configs/ctio.yaml` sets it): p95 "
+            f"{s200[0]['p95']:.1f} s (arrays), {s200[1]['p95']:.1f} s (workers); the transfer of the p95 exposure's "
+            f"last part {s200[0]['at95']['stages']['transfer']:.1f} s instead of "
+            f"{a200[0]['at95']['stages']['transfer']:.1f} s.")
         say()
         say(f"With 2x the bytes (what transfer.md expects of real DECam sky): p95 {x2[0]['p95']:.1f} s (arrays), "
             f"{x2[1]['p95']:.1f} s (workers) -- "
@@ -666,10 +696,11 @@ def main() -> int:
     say("- CPU contention is not modelled: on this VM the telescope, the link emulator and the cluster share 2 cores, "
         "which the night's measured service times include and the site rows do not.")
     say("- The link is fair sharing with a per-stream ceiling; TCP dynamics, loss and retries are not modelled "
-        f"(the 4-stream transfer is {1 - tx_rows[1][1] / tx_rows[1][2]:.0%} optimistic against transfer.md).")
+        f"(the 4-stream rsync transfer is {1 - tx_rows[1][2] / tx_rows[1][3]:.0%} optimistic against transfer.md).")
     say("- Slurm is FIFO slots with a fixed dispatch and turnover (this machine's private Slurm, one node); a real "
         "site's backfill, fair share and other users are not modelled (see the dispatch sensitivity rows).")
-    say("- The start-up of an array task (4.2 s) was measured under load 13-24 on 2 cores; an idle node is faster.")
+    say(f"- The start-up of an array task ({ni['task_means']['start']:.1f} s) was measured during the night, on the 2 "
+        "cores it shared with the telescope and the link; an idle node is faster.")
     say()
     text = "\n".join(out)
     (RESULTS / "night_model.md").write_text(text)

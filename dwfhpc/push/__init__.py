@@ -2,11 +2,12 @@
 
 Public API: :class:`Push` + :class:`PushOptions` (one run: its settings are ``site.push``, the options
 are once / quiet / live), :class:`Journal` (the SQLite sender journal), :class:`Watcher`,
-:class:`LocalTransport` / :class:`SshTransport`, :func:`make_transports`.
+:class:`LocalTransport` / :class:`SshTransport` / ``stream.StreamTransport``, :func:`make_transports`.
 
 Inside a run (``runner``): ``watcher`` (complete exposures) -> ``scheduler`` (which next; the part queue) ->
-``packer`` (parts, in a forkserver pool) -> ``sender`` (N streams, one retry helper) -> ``transport``;
-``reconciler`` resumes a killed run and counts what arrived at the end of the night; ``view`` shows it.
+``packer`` (parts, in a forkserver pool) -> ``sender`` (N streams, one retry helper) -> ``transport``
+(rsync over ssh; or ``stream``: one long-lived ``dwfhpc receive`` per stream, whose far end is
+``receiver``); ``reconciler`` resumes a killed run and counts what arrived at the end of the night; ``view`` shows it.
 """
 
 from .journal import ExposureRow, Journal, SentPart
