@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +124,10 @@ def test_hsc_night_is_drawn_on_the_hsc_focal_plane():
     assert (states["41"], states["42"], states["49"], states["0"]) == ("done", "failed", "done", "missing")
     decam = dict(re.findall(r'id="ccd-(\d+)-(\w+)"', render_html(_mixed_night("decam", [25], failed=0))))
     assert len(decam) == 62 and decam["25"] == "done"
+
+
+def test_status_does_not_import_the_plotting_stack():
+    """`dwfhpc status` is run often on a login node: it must not pay matplotlib's import."""
+    code = "import sys, dwfhpc.cli, dwfhpc.commands.status, dwfhpc.ingest.status; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
