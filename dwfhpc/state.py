@@ -214,7 +214,7 @@ class StateDB(Database):
                 if state == PartState.FAILED:  # a failed part says why, from the tasks that did not end done
                     fields["reason"] = "; ".join(f"CCD {r['ccd']} {r['state']}: {r['reason'] or 'no reason recorded'}"
                                                  for r in tasks if r["state"] != TaskState.DONE)
-                elif state != PartState.QUARANTINED:
+                else:  # tasks never derive a quarantined part: any older reason no longer holds
                     fields["reason"] = None
                 self.update("parts", {"stem": stem}, fields)
             return state
