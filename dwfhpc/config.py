@@ -336,17 +336,112 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return _read_yaml_keys(path)[0]
 
 
-def _read_yaml_keys(path: Path) -> tuple[dict[str, Any], dict[tuple, int], list[tuple[tuple, str]]]:
-    """The file's mapping, the line of every key in it (key path -> 1-based line), and keys given twice."""
+#: a configuration file is a few KB; anything far larger is not one
+MAX_CONFIG_BYTES = 1 << 20
+#: values in a file once its aliases are expanded (a site config has ~100): bounds an alias bomb
+MAX_CONFIG_NODES = 10_000
+#: nesting depth of a configuration file (a site config has 3-4 levels)
+MAX_CONFIG_DEPTH = 64
+
+
+def _bound_nodes(root: yaml.Node, path: Path) -> None:
+    """Refuse a composed file whose aliases expand past :data:`MAX_CONFIG_NODES` values, that nests
+    deeper than :data:`MAX_CONFIG_DEPTH` or whose aliases refer to themselves.
+
+    Each distinct node is measured once (its expanded size and height memoised), so a billion-laughs
+    file is refused in time proportional to its text, not to its expansion.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, height)
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in open_nodes:
+            raise ConfigError(f"a YAML alias refers to the value it is part of (line {node.start_mark.line + 1}): "
+                              "a recursive structure is not a configuration", path)
+        if key not in measured:
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels (line {node.start_mark.line + 1})",
+                                  path)
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            open_nodes.add(key)
+            size, height = 1, 0
+            for child in children:
+                child_size, child_height = measure(child, depth + 1)
+                size, height = size + child_size, max(height, child_height + 1)
+                if size > MAX_CONFIG_NODES:
+                    raise ConfigError(f"more than {MAX_CONFIG_NODES} values once its YAML aliases are expanded "
+                                      f"(from line {node.start_mark.line + 1}; an alias bomb?): not a configuration",
+                                      path)
+            open_nodes.discard(key)
+            measured[key] = (size, height)
+        size, height = measured[key]
+        if depth + height > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels (line {node.start_mark.line + 1})", path)
+        return size, height
+
+    measure(root, 0)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops composing past :data:`MAX_CONFIG_DEPTH` levels (before its
+    recursive composer and its per-level scanner bookkeeping make deep brackets slow or a RecursionError)."""
+
+    def __init__(self, text: str, path: Path):
+        super().__init__(text)
+        self.config_path = path
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels (line {line})", self.config_path)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _load_bounded(path: Path) -> tuple[Any, yaml.Node | None]:
+    """The file's data and its composed node tree, refused (:class:`ConfigError`) when it is not
+    UTF-8 YAML of bounded size, nesting and alias expansion (see :func:`_bound_nodes`)."""
     try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file", path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})", path) from None
+    loader = _BoundedLoader(text, path)
+    try:
+        node = loader.get_single_node()  # composes: aliases stay shared nodes, nothing is expanded yet
+        if node is None:
+            return None, None
+        _bound_nodes(node, path)
+        return loader.construct_document(node), node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read ({exc.strerror})", path) from None
+    except RecursionError:  # PyYAML composes recursively: a few hundred levels of brackets
+        raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels", path) from None
+    finally:
+        loader.dispose()
+
+
+def _read_yaml_keys(path: Path) -> tuple[dict[str, Any], dict[tuple, int], list[tuple[tuple, str]]]:
+    """The file's mapping, the line of every key in it (key path -> 1-based line), and keys given twice."""
+    data, root = _load_bounded(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -372,7 +467,8 @@ def _read_yaml_keys(path: Path) -> tuple[dict[str, Any], dict[tuple, int], list[
                 lines.setdefault(prefix + (i,), item.start_mark.line + 1)
                 walk(item, prefix + (i,))
 
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())  # parses: safe_load above did
+    if root is not None:
+        walk(root, ())  # bounded: at most MAX_CONFIG_NODES values, MAX_CONFIG_DEPTH deep (_bound_nodes)
     return data, lines, duplicates
 
 

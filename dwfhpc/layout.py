@@ -8,7 +8,7 @@ Library:   ``<library>/<night>/<ccd:02d>/bias/<expid>_<ccd:02d>.fits``
            ``<library>/<night>/<ccd:02d>/flat/<filter>/<expid>_<ccd:02d>.fits``
 Masters:   ``<masters>/<night>/bias_<ccd:02d>.fits``, ``<masters>/<night>/flat_<filter>_<ccd:02d>.fits``
 Store:     ``<parts store>/<night>/<part tar and manifest>``
-Quarantine: ``<quarantine>/<stem>.<YYYYmmddTHHMMSS>/``
+Quarantine: ``<quarantine>/<stem>.<YYYYmmddTHHMMSS>[.<n>]/``
 Scratch:   ``<scratch root>/dwfhpc-<expid>_<ccd:02d>-<random>/``
 
 Every path built from a value that came from a manifest, a spec or a header goes through
@@ -119,15 +119,17 @@ def store_paths(store: Path, night: str, tar_name: str, manifest_name_: str) -> 
             under(store, ("night", night), ("manifest name", manifest_name_)))
 
 
-def quarantine_dir(quarantine: Path, stem: str, stamp: str) -> Path:
-    """``<quarantine>/<stem>.<stamp>``: the inbox file's own name plus a time stamp, one plain name.
+def quarantine_dir(quarantine: Path, stem: str, stamp: str, n: int = 0) -> Path:
+    """``<quarantine>/<stem>.<stamp>`` (``.<n>`` added for n > 0): the inbox file's own name plus a time stamp.
 
     The stem is whatever name arrived in the inbox: control characters and backslashes become ``_``
-    and it is cut to 200 characters, so any file name there can be quarantined.
+    and it is cut to 200 characters, so any file name there can be quarantined. Two bad copies of one
+    part within the same second take ``n`` = 0, 1, ... (the caller creates the folder, refusing one
+    that exists, and tries the next ``n``), so neither replaces the other's files or ``reason.txt``.
     """
     safe = _CONTROL.sub("_", stem).replace("\\", "_").replace("/", "_")
     safe = safe.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "replace").replace("\ufffd", "_")
-    return under(quarantine, ("part name", f"{safe}.{stamp}"))
+    return under(quarantine, ("part name", f"{safe}.{stamp}" + (f".{n}" if n else "")))
 
 
 def scratch_label(expid: str, ccd: int) -> str:

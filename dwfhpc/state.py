@@ -15,6 +15,10 @@ Tables (times are Unix seconds, UTC):
 ``submissions``  id (key), part, executor, array job id, name, spec, folder, ntasks, t_submitted
 ``nights``       night (key), t_masters (when its masters were last built), masters (how many), reason
 ``events``       t, level, part, message
+``skipped``      (part, ccd) key: a CCD a part carried that gets no task, and why: a known-bad CCD of the
+                 instrument (``bad_ccds``: never processed), or a duplicate delivery (the same CCD of the same
+                 night and exposure already queued, running or done from another part, e.g. ``p1of1``
+                 then ``p1of2``); other_part names that part. Not a task: never calibrated, never counted as failed.
 
 States are the :mod:`dwfhpc.states` enums (stored as their strings). Final task states are
 ``done``, ``failed`` (the task kept failing; reason says why) and ``lost`` (it kept vanishing
@@ -30,6 +34,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .db import Database, add_column
@@ -56,7 +61,11 @@ CREATE TABLE IF NOT EXISTS events (
     t REAL NOT NULL, level TEXT NOT NULL, part TEXT, message TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stops (
     scope TEXT NOT NULL, name TEXT NOT NULL, reason TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (scope, name));
+CREATE TABLE IF NOT EXISTS skipped (
+    part TEXT NOT NULL, ccd INTEGER NOT NULL, expid TEXT, night TEXT, kind TEXT, reason TEXT NOT NULL,
+    other_part TEXT, t REAL, PRIMARY KEY (part, ccd));
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE INDEX IF NOT EXISTS tasks_exposure ON tasks(night, expid, ccd);
 CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
 """
 
@@ -65,7 +74,23 @@ MIGRATIONS = (
     add_column("tasks", "first_attempt", "INTEGER NOT NULL DEFAULT 1"),  # 1: reprocess budgets
     lambda conn: None,  # 2: the runaway-resubmission guard's ``stops`` table (created by SCHEMA)
     add_column("tasks", "waiting", "TEXT"),  # 3: what a pending task waits for, when not an ordinary slot
+    lambda conn: None,  # 4: the ``skipped`` table (bad CCDs, duplicate deliveries; created by SCHEMA)
 )
+
+#: task states that mean a CCD is taken care of: another part carrying it again is a duplicate delivery
+CARRIED = (TaskState.QUEUED, TaskState.SUBMITTED, TaskState.RUNNING, TaskState.DONE)
+
+
+@lru_cache(maxsize=None)
+def bad_ccds(instrument: str) -> tuple[int, ...]:
+    """The instrument's known-bad CCDs from its shipped config (``bad_ccds``: never processed); () if unknown."""
+    from .errors import DwfError
+    from .instruments import instrument_for
+
+    try:
+        return tuple(instrument_for(instrument).bad_ccds)
+    except DwfError:
+        return ()
 
 if TYPE_CHECKING:
     from .node.result import TaskResult
@@ -179,20 +204,63 @@ class StateDB(Database):
         return [_part_row(r) for r in self.rows(sql + " ORDER BY t_inbox, stem", args)]
 
     def add_part(self, manifest, *, stem: str, tar: str, manifest_path: str, t_inbox: float, mem_gb: float,
-                 time_minutes: int, now: float | None = None) -> None:
-        """Record a verified part and queue one task per CCD, in one transaction."""
+                 time_minutes: int, now: float | None = None) -> list[int]:
+        """Record a verified part and queue one task per CCD, in one transaction; returns the CCDs queued.
+
+        A CCD gets no task (a ``skipped`` row with the reason, and one event) when it is one of the
+        instrument's known-bad CCDs, or when the same CCD of the same night and exposure is already
+        queued, running or done from another part (the exposure delivered again under another part
+        count): a CCD is calibrated once whatever part carried it (``dwfhpc reprocess`` runs it again).
+        A part whose every CCD was skipped is ``done`` at once, with the reason.
+        """
         now = now or time.time()
+        bad = set(bad_ccds(manifest.instrument))
+        skipped: list[tuple[int, str, str | None]] = []
+        queued: list[int] = []
         with self.transaction():
             self.execute("INSERT INTO parts(stem, expid, k, n, instrument, night, kind, filter, field, expnum, tar,"
                          " manifest, sha256, bytes, state, t_inbox, t_verified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          (stem, manifest.expid, manifest.part, manifest.parts, manifest.instrument, manifest.night,
                           manifest.kind, manifest.filter, manifest.field, manifest.expnum, tar, manifest_path,
                           manifest.tar_sha256, manifest.tar_bytes, PartState.QUEUED, t_inbox, now))
+            carried = {r["ccd"]: (r["part"], r["state"]) for r in self.rows(
+                f"SELECT ccd, part, state FROM tasks WHERE night=? AND expid=? AND part<>?"
+                f" AND state IN ({','.join('?' * len(CARRIED))}) ORDER BY t_queued",
+                (manifest.night, manifest.expid, stem, *CARRIED))}
             for ccd in manifest.ccds:
+                if ccd in bad:
+                    skipped.append((ccd, f"CCD {ccd} is a known-bad {manifest.instrument} CCD (bad_ccds in "
+                                         f"configs/{manifest.instrument}.yaml): never processed", None))
+                    continue
+                if ccd in carried:
+                    other, state = carried[ccd]
+                    skipped.append((ccd, f"duplicate delivery: CCD {ccd} of {manifest.expid} is already {state} "
+                                         f"from part {other}; not calibrated twice", other))
+                    continue
                 self.execute("INSERT INTO tasks(part, ccd, expid, night, kind, state, attempt, mem_gb, time_minutes,"
                              " t_queued) VALUES (?,?,?,?,?,?,1,?,?,?)",
                              (stem, ccd, manifest.expid, manifest.night, manifest.kind, TaskState.QUEUED, mem_gb,
                               time_minutes, now))
+                queued.append(ccd)
+            for ccd, reason, other in skipped:
+                self.execute("INSERT OR REPLACE INTO skipped(part, ccd, expid, night, kind, reason, other_part, t)"
+                             " VALUES (?,?,?,?,?,?,?,?)",
+                             (stem, ccd, manifest.expid, manifest.night, manifest.kind, reason, other, now))
+            if skipped and not queued:
+                self.update("parts", {"stem": stem}, {"state": PartState.DONE, "t_done": now,
+                                                      "reason": "no CCD to run: " + "; ".join(r for _, r, _ in skipped)})
+        for ccd, reason, other in skipped:
+            self.add_event("warning" if other else "info", f"{stem}: {reason}", stem, now)
+        return queued
+
+    def skipped(self, *, part: str | None = None, night: str | None = None) -> list[dict]:
+        """CCDs parts carried that got no task (bad CCDs, duplicate deliveries), with the reason."""
+        sql, args = "SELECT * FROM skipped WHERE 1=1", []
+        for key, value in (("part", part), ("night", night)):
+            if value is not None:
+                sql += f" AND {key}=?"
+                args.append(value)
+        return [dict(r) for r in self.rows(sql + " ORDER BY t, part, ccd", args)]
 
     def quarantine_part(self, stem: str, expid: str, reason: str, t_inbox: float, sha256: str | None = None) -> None:
         """Record a part that failed verification (a later good copy may replace it)."""
@@ -207,6 +275,8 @@ class StateDB(Database):
         with self._lock:
             tasks = self.rows("SELECT ccd, state, reason FROM tasks WHERE part=? ORDER BY ccd", (stem,))
             state = part_state_from_tasks(r["state"] for r in tasks)
+            if not tasks and self.skipped(part=stem):  # every CCD skipped (bad, or carried by another part)
+                return PartState.DONE
             part = self.part(stem)
             if part and part.state != state:
                 finished = state in (PartState.DONE, PartState.FAILED)

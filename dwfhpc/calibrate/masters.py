@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -35,31 +36,88 @@ def read_master(path: str | Path) -> tuple[np.ndarray, fits.Header]:
         return hdul[0].data.astype(np.float32), hdul[0].header
 
 
+#: what reading one frame may raise (all but programming errors): a bad frame is left out, not fatal
+FRAME_ERRORS = (DwfError, OSError, ValueError, MemoryError)
+
+#: called with (frame, reason) for each frame a night's build leaves out
+RejectHook = Callable[[Path, str], None]
+
+
+def _frame_problem(kind: str, inst, header: fits.Header, f: Path, *, filter_: str | None) -> str | None:
+    """Why this frame may not go into a master ``kind`` (its header decides, not where it was filed), or None.
+
+    Checked before any pixel is read: what the frame is (OBSTYPE / DATA-TYP), its filter for a
+    flat, and its size and sections against the instrument's CCD (bounded memory).
+    """
+    from ..node.bounds import check_frame_header  # lazy: dwfhpc.node imports this package
+
+    got = inst.kind(header)
+    if got != kind:
+        return f"its header says a {got} frame ({inst.obstype(header) or 'no obstype'!r}), not {kind}"
+    if kind == "flat" and filter_ is not None and (inst.filter(header) or "none") != filter_:
+        return f"its header FILTER is {inst.filter(header)!r}, filed as {filter_!r}"
+    check_frame_header(header, inst.name, what="frame", path=f)
+    return None
+
+
 def build_master(kind: str, files: list[str | Path], out: str | Path, *, ccd: int | None = None,
-                 bias: str | Path | None = None) -> Path:
-    """Combine raw frames of one CCD into a master ``bias`` or normalised ``flat`` (median 1)."""
+                 bias: str | Path | None = None, filter_: str | None = None, min_frames: int = 1,
+                 on_reject: RejectHook | None = None) -> Path:
+    """Combine raw frames of one CCD into a master ``bias`` or normalised ``flat`` (median 1).
+
+    Each frame's header decides whether it belongs (kind, a flat's ``filter_``, size and sections
+    within the instrument's CCD) before its pixels are read. Without ``on_reject`` any bad frame is an
+    error (``dwfhpc cals build`` by hand); with it, a bad frame is left out, ``on_reject(frame, reason)``
+    is told, and the master is built from the rest if at least ``min_frames`` remain.
+    """
     if kind not in ("bias", "flat"):
         raise DwfError(f"--kind must be bias or flat, not {kind!r}")
     if not files:
         raise DwfError(f"no {kind} frames to combine")
     frames, ccds, filters, nights = [], set(), set(), set()
+    left_out: list[str] = []
     bias_image = read_master(bias)[0] if bias else None
     for f in files:
-        inst, found = read_raw_ccds(f, [ccd] if ccd is not None else None)
-        if len(found) > 1:
-            raise DwfError(f"{len(found)} CCDs in the file: say which with --ccd", f)
-        number, header, hdu = found[0]
-        if inst.kind(header) != kind:
-            raise DwfError(f"is a {inst.kind(header)} frame, not {kind}", f)
-        image, _ = overscan_trim_assemble(read_pixels(f, hdu), inst.geometry(header, f), path=f)
-        if kind == "flat":
-            if bias_image is not None:
-                image -= bias_image
-            image /= np.float32(np.median(image))
+        f = Path(f)
+        try:
+            inst, found = read_raw_ccds(f, [ccd] if ccd is not None else None)
+            if len(found) > 1:
+                raise DwfError(f"{len(found)} CCDs in the file: say which with --ccd", f)
+            number, header, hdu = found[0]
+            problem = _frame_problem(kind, inst, header, f, filter_=filter_)
+            if problem is not None:
+                raise DwfError(problem, f)
+            if ccds and number not in ccds:
+                raise DwfError(f"is CCD {number}, not CCD {sorted(ccds)[0]}", f)
+            image, _ = overscan_trim_assemble(read_pixels(f, hdu), inst.geometry(header, f), path=f)
+            if frames and image.shape != frames[0].shape:
+                raise DwfError(f"trimmed image {image.shape} differs from the other frames' {frames[0].shape}", f)
+            if kind == "flat":
+                if bias_image is not None:
+                    if bias_image.shape != image.shape:
+                        raise DwfError(f"trimmed image {image.shape} differs from the master bias {bias_image.shape}", f)
+                    image -= bias_image
+                level = np.float32(np.median(image))
+                if not np.isfinite(level) or level <= 0:
+                    raise DwfError(f"median level {level} after bias subtraction: not a flat", f)
+                image /= level
+        except FRAME_ERRORS as exc:
+            if on_reject is None:
+                raise
+            reason = str(exc) if isinstance(exc, DwfError) else f"{f}: {type(exc).__name__}: {exc}"
+            if isinstance(exc, MemoryError):
+                reason = f"{f}: out of memory reading it"
+            on_reject(f, reason)
+            left_out.append(reason)
+            continue
         frames.append(image)
         ccds.add(number)
         filters.add(inst.filter(header))
         nights.add(inst.night(header, f))
+    if len(frames) < max(1, min_frames):
+        where = f" of CCD {ccd}" if ccd is not None else ""
+        raise DwfError(f"{len(frames)} usable {kind} frame(s){where} of {len(files)}, at least {max(1, min_frames)} "
+                       f"needed" + (f" (left out: {'; '.join(left_out)})" if left_out else ""), out)
     if len(ccds) > 1:
         raise DwfError(f"frames of different CCDs {sorted(ccds)}: combine one CCD at a time")
     master = combine(frames)
@@ -71,6 +129,7 @@ def build_master(kind: str, files: list[str | Path], out: str | Path, *, ccd: in
     h["FILTER"] = ",".join(sorted(filters)) if kind == "flat" else ""
     h["NIGHT"] = ",".join(sorted(nights))
     h["NCOMBINE"] = (len(frames), "frames combined (sigma-clipped median)")
+    h["NREJECT"] = (len(left_out), "frames left out (wrong kind, filter, size or unreadable)")
     h["BIASCORR"] = (bool(bias) if kind == "flat" else False, "master bias subtracted before combining")
     h["DWFVERS"] = (__version__, "dwfhpc version")
     with atomic_path(out) as tmp:
@@ -98,27 +157,55 @@ def find_master(masters: str | os.PathLike[str], kind: str, night: str, ccd: int
     return min(candidates)[2] if candidates else None
 
 
-def build_night_masters(library: str | Path, masters: str | Path, night: str, *, progress=print) -> list[Path]:
-    """Masters for every CCD filed in the calibration library for ``night`` (bias first, then flats)."""
+def build_night_masters(library: str | Path, masters: str | Path, night: str, *, progress=print,
+                        min_frames: int = 1, on_reject: RejectHook | None = None,
+                        on_fail: Callable[[Path, str], None] | None = None) -> list[Path]:
+    """Masters for every CCD filed in the calibration library for ``night`` (bias first, then flats).
+
+    A bad frame (its header says another kind or filter, a size or sections no CCD of the
+    instrument has, unreadable) is left out and ``on_reject(frame, reason)`` told (default: a
+    progress line); the master is built from the rest (at least ``min_frames``). A master that cannot
+    be built is skipped with ``on_fail(master, reason)`` and the others are still built; when there
+    were frames but no master at all could be built, that is a :class:`DwfError` with the reasons.
+    """
     root = Path(library) / night
     if not root.is_dir():
         raise DwfError(f"no calibration frames filed for night {night}", root)
+    reject = on_reject or (lambda f, why: progress(f"  left out {f.name}: {why}"))
+    failures: list[str] = []
+
+    def failed(out: Path, why: str) -> None:
+        failures.append(f"{out.name}: {why}")
+        (on_fail or (lambda o, w: progress(f"  {o.name} not built: {w}")))(out, why)
+
     made = []
     for ccd_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        ccd = int(ccd_dir.name)
+        try:
+            ccd = int(ccd_dir.name)
+        except ValueError:
+            continue
         biases = sorted((ccd_dir / "bias").glob("*.fits"))
         bias_out = None
         if biases:
-            bias_out = build_master("bias", biases, master_path(Path(masters), night, "bias", ccd), ccd=ccd)
-            made.append(bias_out)
-            progress(f"  {bias_out.name}: {len(biases)} frames")
+            out = master_path(Path(masters), night, "bias", ccd)
+            try:
+                bias_out = build_master("bias", biases, out, ccd=ccd, min_frames=min_frames, on_reject=reject)
+                made.append(bias_out)
+                progress(f"  {bias_out.name}: {len(biases)} frames")
+            except FRAME_ERRORS as exc:
+                failed(out, str(exc))
         for fdir in sorted(p for p in (ccd_dir / "flat").glob("*") if p.is_dir()):
             flats = sorted(fdir.glob("*.fits"))
             if flats:
-                out = build_master("flat", flats, master_path(Path(masters), night, "flat", ccd, fdir.name),
-                                   ccd=ccd, bias=bias_out)
-                made.append(out)
-                progress(f"  {out.name}: {len(flats)} frames")
+                out = master_path(Path(masters), night, "flat", ccd, fdir.name)
+                try:
+                    made.append(build_master("flat", flats, out, ccd=ccd, bias=bias_out, filter_=fdir.name,
+                                             min_frames=min_frames, on_reject=reject))
+                    progress(f"  {out.name}: {len(flats)} frames")
+                except FRAME_ERRORS as exc:
+                    failed(out, str(exc))
+    if failures and not made:
+        raise DwfError(f"no master built for night {night}: {'; '.join(failures)}", root)
     return made
 
 

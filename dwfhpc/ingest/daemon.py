@@ -89,7 +89,8 @@ class Ingest:
                                mem_gb=site.scheduler.mem_gb, time_minutes=site.scheduler.time_minutes,
                                arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
             self.masters = MastersKeeper(self.db, site.path(site.calibration.library), site.path(site.calibration.masters),
-                                         enabled=ing.auto_masters, on_built=self.executor.masters_changed)
+                                         enabled=ing.auto_masters, on_built=self.executor.masters_changed,
+                                         require_masters=site.node.require_masters)
             self.submitter = Submitter(site, self.db, self.executor, self.throttle)
             self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
                                        lost_after=ing.lost_after_seconds,

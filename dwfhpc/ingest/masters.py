@@ -4,6 +4,19 @@ That night's science waits meanwhile (a science CCD calibrated against the previ
 masters while tonight's are a minute away would be calibrated twice). A night with no
 calibration frames uses the nearest night's masters at once. The build runs in a thread so
 the ingest loop keeps collecting.
+
+One bad delivery must not ruin the night: the build leaves out a frame whose header says it is
+not what it was filed as, or whose size or sections are not a CCD of the instrument (checked
+before any pixel is allocated), records each such frame (a warning event) and builds from the
+rest (at least ``min_frames``). Whatever else goes wrong in a build (any exception) is recorded
+in the ``nights`` table and as an error event, and the same inputs are not built again: only a
+calibration frame finishing after that build starts a new one.
+
+Science of a night whose masters could not be built does not wait for ever: the ``fallback`` hook
+(``fallback(night, reason)``: make masters available some other way, e.g. last night's, and say
+how, or None) is asked once; if it cannot help and science requires masters, that night's queued
+science CCDs end ``failed`` with the named reason (``dwfhpc reprocess --failed`` runs them again
+once masters exist), so ``--drain`` ends.
 """
 
 from __future__ import annotations
@@ -15,19 +28,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..calibrate import build_night_masters
-from ..errors import DwfError
 from ..state import StateDB
+from ..states import TaskState
 
 log = logging.getLogger(__name__)
+
+#: ``fallback(night, reason)``: masters for ``night`` from elsewhere; returns what it did, or None if it could not
+Fallback = Callable[[str, str], "str | None"]
 
 
 class MastersKeeper:
     def __init__(self, db: StateDB, library: Path, masters: Path, enabled: bool = True,
-                 on_built: Callable[[], None] | None = None):
+                 on_built: Callable[[], None] | None = None, *, min_frames: int = 1, require_masters: bool = True,
+                 fallback: Fallback | None = None):
         self.db, self.library, self.masters, self.enabled = db, Path(library), Path(masters), enabled
         self.on_built = on_built  # told after each build (warm workers copy the new masters)
+        self.min_frames = max(1, int(min_frames))  # good frames a master needs (bad ones are left out)
+        self.require_masters = require_masters  # science without masters fails (else: overscan only)
+        self.fallback = fallback
         self._thread: threading.Thread | None = None
         self._building: str | None = None
+        self._rescued: dict[str, str | None] = {}  # night -> what the fallback did (None: it could not)
 
     def _stale(self) -> dict[str, dict]:
         out = {}
@@ -37,35 +58,113 @@ class MastersKeeper:
             out[night] = c
         return out
 
+    def unbuilt_nights(self) -> dict[str, str]:
+        """Nights whose latest build made no master at all (and no newer frame asks for another): night -> reason."""
+        stale = self._stale()
+        out = {}
+        for r in self.db.rows("SELECT night, masters, reason FROM nights WHERE masters=0 AND reason IS NOT NULL"):
+            c = stale.get(r["night"])
+            if c is not None and not c["pending"] and not c["stale"] and r["night"] != self._building:
+                out[r["night"]] = r["reason"]
+        return out
+
+    def _without_masters(self) -> dict[str, str]:
+        """Nights whose science cannot get masters (build failed, the fallback could not help): night -> reason."""
+        if not self.enabled or not self.require_masters:
+            return {}
+        out = {}
+        for night, reason in self.unbuilt_nights().items():
+            if night not in self._rescued:
+                self._rescued[night] = self._ask_fallback(night, reason)
+            if self._rescued[night] is None:
+                out[night] = reason
+        return out
+
+    def _ask_fallback(self, night: str, reason: str) -> str | None:
+        if self.fallback is None:
+            return None
+        try:
+            done = self.fallback(night, reason)
+        except Exception as exc:  # a hook must not stop the night either
+            log.error("night %s: masters fallback failed: %s: %s", night, type(exc).__name__, exc, extra={"part": None})
+            return None
+        if done:
+            log.warning("night %s: masters not built (%s); science goes on with %s", night, reason, done,
+                        extra={"part": None})
+        return done
+
     def blocked_nights(self) -> set[str]:
-        """Nights whose science must wait: calibration tasks pending, or masters not yet rebuilt."""
+        """Nights whose science must wait: calibration tasks pending, masters not yet rebuilt, or (until
+        :meth:`update` fails them) queued science of a night that cannot get masters."""
         if not self.enabled:
             return set()
-        return {n for n, c in self._stale().items() if c["pending"] or c["stale"] or n == self._building}
+        blocked = {n for n, c in self._stale().items() if c["pending"] or c["stale"] or n == self._building}
+        for night in self._without_masters():
+            if any(t.kind == "science" for t in self.db.tasks(TaskState.QUEUED, night=night)):
+                blocked.add(night)
+        return blocked
+
+    def fail_science_without_masters(self) -> int:
+        """End the queued science CCDs of nights that cannot get masters as ``failed``, naming why; returns how many."""
+        failed = 0
+        for night, reason in self._without_masters().items():
+            tasks = [t for t in self.db.tasks(TaskState.QUEUED, night=night) if t.kind == "science"]
+            why = f"no masters for night {night}: {reason}"
+            for t in tasks:
+                self.db.fail(t.part, t.ccd, why)
+            for part in sorted({t.part for t in tasks}):
+                self.db.refresh_part_state(part)
+                ccds = ", ".join(str(t.ccd) for t in tasks if t.part == part)
+                log.error("%s CCD %s: failed without calibration: %s", part, ccds, why, extra={"part": part})
+            failed += len(tasks)
+        return failed
 
     def update(self) -> None:
-        """Start a build for the first night whose calibrations are complete and newer than its masters."""
-        if not self.enabled or (self._thread and self._thread.is_alive()):
+        """Start a build for the first night whose calibrations are complete and newer than its masters;
+        fail science that cannot get masters."""
+        if not self.enabled:
+            return
+        self.fail_science_without_masters()
+        if self._thread and self._thread.is_alive():
             return
         for night, c in sorted(self._stale().items()):
             if not c["pending"] and c["stale"]:
                 self._building = night
+                self._rescued.pop(night, None)  # a new build: ask the fallback again if it fails too
                 self._thread = threading.Thread(target=self._build, args=(night,), name=f"masters-{night}", daemon=True)
                 self._thread.start()
                 return
 
     def _build(self, night: str) -> None:
+        """Build ``night``'s masters; any failure is recorded (nights table + event), never left to kill the thread."""
         started = time.time()
+        notes: list[str] = []
+
+        def rejected(frame: Path, why: str) -> None:
+            notes.append(f"left out {frame.name}: {why}")
+            log.warning("night %s: %s left out of the masters: %s", night, frame.name, why, extra={"part": None})
+
+        def not_built(master: Path, why: str) -> None:
+            notes.append(f"{master.name} not built: {why}")
+            log.error("night %s: %s not built: %s", night, master.name, why, extra={"part": None})
+
         try:
-            made = build_night_masters(self.library, self.masters, night, progress=lambda s: None)
-            self.db.set_masters_built(night, started, len(made))
+            made = build_night_masters(self.library, self.masters, night, progress=lambda s: None,
+                                       min_frames=self.min_frames, on_reject=rejected, on_fail=not_built)
+            self.db.set_masters_built(night, started, len(made), "; ".join(notes) or None)
             if self.on_built is not None:
                 self.on_built()
-            log.info("night %s: %d masters built in %.1f s", night, len(made), time.time() - started,
-                     extra={"part": None})
-        except (DwfError, OSError, ValueError) as exc:
-            self.db.set_masters_built(night, started, 0, str(exc))
-            log.error("night %s: masters not built: %s", night, exc, extra={"part": None})
+            log.info("night %s: %d masters built in %.1f s%s", night, len(made), time.time() - started,
+                     f" ({len(notes)} problem(s))" if notes else "", extra={"part": None})
+        except Exception as exc:  # anything: recorded, and not retried until new frames arrive
+            reason = str(exc) if str(exc) else type(exc).__name__
+            if not isinstance(exc, (OSError, ValueError)) and type(exc).__module__ != "dwfhpc.errors":
+                reason = f"{type(exc).__name__}: {reason}"
+            try:
+                self.db.set_masters_built(night, started, 0, reason)
+            except Exception as db_exc:  # the DB itself failed: say so in the log at least
+                log.error("night %s: masters failure not recorded: %s", night, db_exc)
+            log.error("night %s: masters not built: %s", night, reason, extra={"part": None})
         finally:
             self._building = None
 

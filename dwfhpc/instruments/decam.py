@@ -15,12 +15,12 @@ from ..errors import FitsFormatError
 from ..fitsio_utils import Section, require
 from .base import Amplifier, CCDGeometry, Instrument
 
-RAW_NAME = re.compile(r"^(DECam_(?P<expnum>\d{8})|c4d_\d{6}_\d{6}_ori)\.fits(\.fz)?$")
+RAW_NAME = re.compile(r"^(DECam_(?P<expnum>\d{8})|c4d_\d{6}_\d{6}_ori)\.fits(\.fz)?\Z")
 GEOMETRY_KEYS = ("DATASECA", "DATASECB", "BIASSECA", "BIASSECB", "CCDSECA", "CCDSECB")
 _KIND = {"object": "science", "zero": "bias", "bias": "bias", "dome flat": "flat", "flat": "flat", "dark": "dark"}
 
 
-_NAME_EXPNUM = re.compile(r"^DECam_(\d{8})\.fits(\.fz)?$")
+_NAME_EXPNUM = re.compile(r"^DECam_(\d{8})\.fits(\.fz)?\Z")
 
 
 def _expnum_from_name(name: str) -> int | None:

@@ -1,8 +1,13 @@
 """Subaru Hyper Suprime-Cam: one raw file per CCD (``HSCA<visit:06d><ccd:02d>.fits``).
 
-Visits are grouped by EXP-ID from the header; the CCD is DET-ID (0-103 science). Each CCD
-has four readout channels whose overscan and data ranges are in T_OSMN/T_OSMX/T_EFMN/T_EFMX
-keywords (``c1`` = x, ``c2`` = y, 1-based inclusive).
+Visits are grouped by EXP-ID from the header; the CCD is DET-ID (0-103 science). HSC ids are
+``HSC`` + a letter + digits: an exposure id is the visit followed by ``00`` (``HSCA90333400``), a
+frame id the visit followed by a two-digit frame slot (``HSCA90333426``); since 2016-06-14 an
+exposure id may also be ``HSCE`` + the visit in 8 digits (astro_metadata_translator's two schemes).
+Ids of 6 to 10 digits are read (visits of 4 to 8 digits).
+
+Each CCD has four readout channels whose overscan and data ranges are in
+T_OSMN/T_OSMX/T_EFMN/T_EFMX keywords (``c1`` = x, ``c2`` = y, 1-based inclusive).
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from ..errors import FitsFormatError
 from ..fitsio_utils import Section, require
 from .base import Amplifier, CCDGeometry, Instrument
 
-RAW_NAME = re.compile(r"^HSCA(?P<visit>\d{6})(?P<ccd>\d{2})\.fits(\.fz)?$")
-FRAME_ID = re.compile(r"^HSC[A-Z]\d{8}$")
+# \Z, not $: `$` also matches before a trailing newline
+RAW_NAME = re.compile(r"^HSCA(?P<visit>\d{4,8})(?P<ccd>\d{2})\.fits(\.fz)?\Z")
+#: an HSC exposure or frame id: the visit, then ``00`` (exposure) or a frame slot (frame)
+FRAME_ID = re.compile(r"^HSC(?P<letter>[A-Z])(?P<digits>\d{6,10})\Z")
+#: an exposure id of the 2016-06-14 scheme: ``HSCE`` + the visit itself in 8 digits
+NEW_EXP_ID = re.compile(r"^HSCE(?P<visit>\d{8})\Z")
 _KIND = {"object": "science", "bias": "bias", "domeflat": "flat", "flat": "flat", "dark": "dark"}
 
 
@@ -44,7 +53,7 @@ class HSC(Instrument):
             return None
         for key in ("EXP-ID", "FRAMEID"):
             frame = cls._text(header, key)
-            if frame is not None and FRAME_ID.match(frame):
+            if frame is not None and FRAME_ID.fullmatch(frame):
                 return f"TELESCOP={telescope!r} and {key}={frame!r}" if telescope else f"{key}={frame!r}"
         return None
 
@@ -52,25 +61,34 @@ class HSC(Instrument):
         if key not in header:
             raise FitsFormatError(f"missing header keyword {key}", path)
         text = str(header[key]).strip()
-        if not FRAME_ID.match(text):
+        if not FRAME_ID.fullmatch(text):
             raise FitsFormatError(f"header keyword {key}={text!r} is not an HSC frame id", path)
         return text
 
     def expnum(self, header, path=None) -> int:
-        """The visit number, from EXP-ID (``HSCA90333400`` -> 903334).
+        """The visit number, from EXP-ID (``HSCA90333400`` -> 903334, ``HSCE00123456`` -> 123456).
 
         Early frames may lack EXP-ID or carry a zero visit in it; the visit then comes from FRAMEID
-        (``HSCA90333426``: its first six digits, rounded down to even, as astro_metadata_translator does).
+        (``HSCA90333426``: its digits but the last two, rounded down to even, as astro_metadata_translator does).
         """
-        visit = int(self._frame(header, "EXP-ID", path)[4:10]) if "EXP-ID" in header else 0
+        visit = 0
+        if "EXP-ID" in header:
+            text = self._frame(header, "EXP-ID", path)
+            new = NEW_EXP_ID.fullmatch(text)
+            visit = int(new["visit"]) if new else self._visit_digits(text)
         if visit:
             return visit
         if "FRAMEID" not in header:
             raise FitsFormatError("missing header keyword EXP-ID" if "EXP-ID" not in header else
                                   f"header keyword EXP-ID={header['EXP-ID']!r} has visit 0 and there is no FRAMEID",
                                   path)
-        visit = int(self._frame(header, "FRAMEID", path)[4:10])
+        visit = self._visit_digits(self._frame(header, "FRAMEID", path))
         return visit - visit % 2
+
+    @staticmethod
+    def _visit_digits(frame_id: str) -> int:
+        """The visit in an old-scheme id (checked by :data:`FRAME_ID`): its digits but the last two."""
+        return int(FRAME_ID.fullmatch(frame_id)["digits"]) // 100
 
     def expid(self, header, path=None) -> str:
         return f"HSC_{self.expnum(header, path):07d}"
@@ -127,4 +145,4 @@ class HSC(Instrument):
 
     @staticmethod
     def is_raw_name(name: str) -> bool:
-        return bool(RAW_NAME.match(name.rsplit("/", 1)[-1]))
+        return bool(RAW_NAME.fullmatch(name.rsplit("/", 1)[-1]))

@@ -1,11 +1,13 @@
 """On the node, before calibrating: the CCD's own FITS header must describe what the manifest says.
 
-The manifest's identity (instrument, expnum/expid, CCD, DATE-OBS, night) passed the schema at the
-inbox, but it is only the packer's word: the header inside the member (for the FITS codecs) and the
-header of the restored raw file are what calibration and the products will carry. Any
-disagreement is an :class:`~dwfhpc.errors.IntegrityError` whose text says "does not match the
-manifest" and names the keyword and the field: the collector treats that as permanent (another
-attempt reads the same bytes).
+The manifest's identity (instrument, expnum/expid, CCD, DATE-OBS, night, kind, filter) passed the
+schema at the inbox, but it is only the packer's word: the header inside the member (for the FITS
+codecs) and the header of the restored raw file are what calibration and the products will carry.
+Any disagreement is an :class:`~dwfhpc.errors.IntegrityError` whose text says "does not match the
+manifest" and names the keyword and the field. The header, not the manifest, decides what a frame
+is: a science exposure labelled ``kind: bias`` (OBSTYPE / DATA-TYP), or a flat or science frame
+whose FILTER is not the manifest's, is refused before it is filed or calibrated. The collector
+treats all of these as permanent (another attempt reads the same bytes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from ..parts import Manifest
 
 #: HDU holding the member's header, for the codecs whose member is itself a FITS file
 MEMBER_HDU = {"rice": 1, "rice-q": 1, "none": 0}
+#: the keyword saying what a frame is, and its filter, by instrument (named in the messages)
+OBSTYPE_KEY = {"decam": "OBSTYPE", "hsc": "DATA-TYP"}
+FILTER_KEY = {"decam": "FILTER", "hsc": "FILTER01"}
 
 
 @lru_cache(maxsize=None)
@@ -38,9 +43,27 @@ def _mismatch(what: str, path, key: str, got, field: str, want) -> IntegrityErro
     return IntegrityError(f"{what}: header {key}={got!r} does not match the manifest (field {field}: {want!r})", path)
 
 
+def check_kind(header, manifest: Manifest, *, what: str, path=None) -> None:
+    """The header's OBSTYPE (DECam) / DATA-TYP (HSC) gives the manifest's kind; for flats and science also its FILTER."""
+    inst, _ = _models(manifest.instrument)
+    key = OBSTYPE_KEY.get(manifest.instrument, "OBSTYPE")
+    kind = inst.kind(header)
+    if kind != manifest.kind:
+        raise IntegrityError(f"{what}: header {key}={header.get(key)!r} is a {kind} frame: does not match the "
+                             f"manifest (field kind: {manifest.kind!r})", path)
+    if manifest.kind in ("flat", "science"):
+        got = inst.filter(header)
+        if got != manifest.filter:
+            fkey = FILTER_KEY.get(manifest.instrument, "FILTER")
+            raise _mismatch(what, path, fkey, got, "filter", manifest.filter)
+
+
 def check_header(header: fits.Header, manifest: Manifest, ccd: int, *, what: str, path=None,
-                 night: bool = True) -> None:
-    """Raise :class:`IntegrityError` ("does not match the manifest") unless ``header`` is CCD ``ccd`` of the manifest's exposure."""
+                 night: bool = True, kind: bool = True) -> None:
+    """Raise :class:`IntegrityError` ("does not match the manifest") unless ``header`` is CCD ``ccd`` of the manifest's exposure.
+
+    ``kind``: also what the frame is (:func:`check_kind`).
+    """
     inst, configured = _models(manifest.instrument)
     if not inst.matches(header):
         raise _mismatch(what, path, "INSTRUME", header.get("INSTRUME"), "instrument", manifest.instrument)
@@ -61,6 +84,8 @@ def check_header(header: fits.Header, manifest: Manifest, ccd: int, *, what: str
     date_obs = str(header.get("DATE-OBS", "")).strip()
     if date_obs != manifest.date_obs.strip():
         raise _mismatch(what, path, "DATE-OBS", date_obs, "date_obs", manifest.date_obs)
+    if kind:
+        check_kind(header, manifest, what=what, path=path)
     if not night:
         return
     try:
@@ -153,4 +178,5 @@ def check_manifest_headers(manifest: Manifest, path=None) -> None:
                 header = identity_cards(m.header)
         except (ValueError, KeyError, IndexError) as exc:
             raise IntegrityError(f"field members[{i}].header: not a FITS header ({exc})", path) from None
-        check_header(header, manifest, m.ccd, what=f"field members[{i}].header ({m.name})", path=path, night=False)
+        check_header(header, manifest, m.ccd, what=f"field members[{i}].header ({m.name})", path=path, night=False,
+                     kind=False)

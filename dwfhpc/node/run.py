@@ -23,13 +23,9 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import atomic_write_text
-from ..backends import run_job
-from ..backends.embedded import calibrate_job
-from ..backends.hscpipe import hscpipe_job
-from ..backends.photpipe import photpipe_job
-from ..calibrate import CalibrationOutput, calibrate_file, find_master
 from ..errors import DwfError, IntegrityError
 from ..instruments import instrument_for
 from ..layout import ccd_stem, product_paths
@@ -38,13 +34,19 @@ from .calfiling import file_calibration_frame
 from .result import ErrorKind, TaskResult, TaskStatus
 from .scratch import SIGNALS, TaskInterrupted, task_scratch
 from .spec import TaskSpec, result_path, task_index
+from .bounds import check_manifest_bounds
 from .stage import scratch_needed, stage_ccd
+
+if TYPE_CHECKING:
+    from ..calibrate import CalibrationOutput
 
 STAGES = ("stage", "verify", "decompress", "calibrate", "qa", "copyback")
 
 
 def find_masters(spec: TaskSpec, ccd: int) -> tuple[Path | None, Path | None]:
     """Master bias and flat for this CCD (nearest night); missing ones fail unless ``require_masters`` is off."""
+    from ..calibrate import find_master  # the calibration stack (astropy, scipy, sep) after the CCD is staged
+
     bias = find_master(spec.masters, "bias", spec.night, ccd)
     flat = find_master(spec.masters, "flat", spec.night, ccd, spec.filter)
     if spec.require_masters:
@@ -135,6 +137,12 @@ def copy_back(outputs: dict[str, Path], targets: dict[str, Path], *,
 
 def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, warnings: list[str]) -> CalibrationOutput:
     """The calibration step: embedded in this process, or one of the image-based backends."""
+    from ..backends import run_job  # imported here: a task reaches its CCD before the calibration stack loads
+    from ..backends.embedded import calibrate_job
+    from ..backends.hscpipe import hscpipe_job
+    from ..backends.photpipe import photpipe_job
+    from ..calibrate import calibrate_file
+
     out_dir = scratch / "out"
     pixel_scale = instrument_for(spec.instrument).pixel_scale
     if spec.backend == "photpipe":
@@ -194,6 +202,8 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
         manifest = read_manifest(spec.manifest)
         member = manifest.member(ccd)
         result.member_bytes = member.bytes
+        step = "stage"  # sizes that are no CCD of the instrument: the part's fault, found before scratch is sized
+        check_manifest_bounds(manifest, ccd)
         with task_scratch(spec.scratch_vars, spec.scratch_fallback, scratch_needed(member, spec.scratch_factor),
                           spec.min_free_gb, ccd_stem(spec.expid, ccd)) as scratch:
             result.scratch = str(scratch)

@@ -8,7 +8,10 @@ local copy in scratch against the manifest (size + sha256: catches a bad local d
 
 Before anything is calibrated, the member's own FITS header and the restored file's header are
 cross-checked against the manifest (:mod:`.crosscheck`: instrument, EXPNUM/EXP-ID, CCDNUM/DET-ID,
-DATE-OBS and the night it gives); a disagreement is a permanent integrity failure.
+DATE-OBS and the night it gives, OBSTYPE / DATA-TYP against the manifest's kind, FILTER for flats and
+science); a disagreement is a permanent integrity failure. Before decompressing, the member's declared
+image size (its header only) is checked against the manifest's shape and the instrument's CCD
+(:mod:`.bounds`), so a decompression bomb or a frame smaller than its sections never reaches memory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..atomic import sha256_file
 from ..errors import IntegrityError
 from ..layout import ccd_fits_name, under
 from ..parts import Manifest, Member, extract_member, restore_ccd
+from .bounds import check_manifest_bounds, check_member_bounds
 from .crosscheck import check_member_file, check_restored
 
 
@@ -50,6 +54,7 @@ def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path) -> S
     member = manifest.member(ccd)
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    check_manifest_bounds(manifest, ccd)
     if not tar.is_file():
         raise IntegrityError("part tarball is missing", tar)
     staged = extract_member(tar, manifest, ccd, scratch / "member")
@@ -60,6 +65,7 @@ def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path) -> S
     if size != member.bytes or sha256_file(staged) != member.sha256:
         raise IntegrityError(f"member {member.name!r}: the copy in scratch does not match the manifest "
                              f"({size} bytes)", staged)
+    check_member_bounds(staged, manifest, ccd)  # header only: nothing decompressed yet
     check_member_file(staged, manifest, ccd)
     timings["verify"] = time.perf_counter() - t
 

@@ -48,18 +48,18 @@ CODEC_PARAMS = {"ratio": (0.0, 1000.0), "qlevel": (0.0, 1000.0)}
 
 #: expid as each instrument model builds it from the exposure number, and the largest such number
 EXPID_FORMAT: dict[str, tuple[str, re.Pattern, int]] = {
-    "decam": ("DECam_{:08d}", re.compile(r"^DECam_[0-9]{8}$"), 99_999_999),
-    "hsc": ("HSC_{:07d}", re.compile(r"^HSC_[0-9]{7}$"), 999_999),
+    "decam": ("DECam_{:08d}", re.compile(r"^DECam_[0-9]{8}\Z"), 99_999_999),
+    "hsc": ("HSC_{:07d}", re.compile(r"^HSC_[0-9]{7}\Z"), 999_999),
 }
 
-NIGHT_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-DATE_OBS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?)?$")
-FILTER_RE = re.compile(r"^([A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,31})?$")
-TEXT_RE = re.compile(r"^[\x20-\x7e]{0,68}$")  # printable ASCII, a FITS string value's length
+NIGHT_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+DATE_OBS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?)?\Z")
+FILTER_RE = re.compile(r"^([A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,31})?\Z")
+TEXT_RE = re.compile(r"^[\x20-\x7e]{0,68}\Z")  # printable ASCII, a FITS string value's length
 TEXT_FORBIDDEN = re.compile(r"[/\\$`;|&<>\"']")  # separators and shell metacharacters
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-CREATED_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?)?$")
-HEADER_RE = re.compile(r"^[\x20-\x7e]*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+CREATED_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?)?\Z")
+HEADER_RE = re.compile(r"^[\x20-\x7e]*\Z")
 
 _TOP_REQUIRED = ("instrument", "expid", "expnum", "night", "obstype", "kind", "filter", "field", "date_obs",
                  "exptime", "part", "parts", "codec", "codec_params", "tar_name", "tar_bytes", "tar_sha256",

@@ -15,6 +15,18 @@ handshake (~2.2 s at 300 ms RTT) and no remote move command. Protocol ``dwfhpc-r
 - every frame gets one answer line: ``{"name": N, "ok": true}`` or ``{"name": N, "error": TEXT,
   "retryable": BOOL}``. A damaged or unwritable frame (e.g. a full disk) is reported and the
   stream goes on; the sender sends the part again. End of input ends the receiver (exit 0).
+- a manifest that is not a JSON object with a valid ``tar_sha256`` (a list, a string, JSON nested
+  past the parser's depth, not UTF-8, ...) is refused as that frame's error; so is any other
+  failure while handling one frame: it never ends the receiver. Only input that is not this
+  protocol (a header that cannot be read: no frame boundary to resume from) ends it, with the
+  reason as the last answer and on standard error (exit 2; 3 when the sender goes away).
+
+Orphans: files of this protocol left in staging (a tarball whose manifest never came, the
+temporary of a receiver killed mid-frame) are removed once untouched for ``orphan_seconds``
+(default :data:`ORPHAN_SECONDS`), when the receiver starts and periodically while it runs, with
+one line each on standard error. Removed rather than kept aside: the sender counts a part
+delivered only when its manifest is published, so it still holds the part and sends it again
+whole; a kept copy would only fill the staging disk, which the next frames need.
 
 Nothing here runs a shell; names are checked before any path is built from them.
 """
@@ -25,16 +37,29 @@ import hashlib
 import json
 import os
 import re
+import stat
+import sys
+import threading
+import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from ..errors import TransferError
-from .transport import _file_sha256, check_part_file_name, tar_digests
+from .transport import _file_sha256, check_part_file_name
 
 PROTOCOL = "dwfhpc-receive/1"
 MAX_HEADER_BYTES = 4096
 MAX_FRAME_BYTES = 64 << 30  # far above any part; a header claiming more is refused
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 256 << 20  # far above any manifest (headers of ~100 CCDs); never read into memory past it
+#: staging files of this protocol untouched this long are orphans (far above transport.timeout_seconds,
+#: after which a stalled stream's receiver is killed, and the seconds between a tarball and its manifest)
+ORPHAN_SECONDS = 3600.0
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")  # \Z, not $: `$` also matches before a trailing newline
+#: a part file name, whole (:func:`check_part_file_name` with no trailing newline or control character)
+_PART_NAME = re.compile(r"^[A-Za-z0-9_\-]+\.p[0-9]+of[0-9]+\.(tar|manifest\.json)\Z")
+#: what this protocol leaves in staging: part files and ``.<part file>.<pid>.receiving`` temporaries
+_STAGED = re.compile(r"^(?P<tmp>\.)?[A-Za-z0-9_\-]+\.p[0-9]+of[0-9]+\.(?P<kind>tar|manifest\.json)"
+                     r"(?(tmp)\.[0-9]+\.receiving)\Z")
 _CHUNK = 1 << 20
 
 
@@ -64,15 +89,17 @@ def parse_header(line: bytes) -> tuple[str, int, str]:
     try:
         header = json.loads(line)
         name, size, digest = header["name"], header["bytes"], header["sha256"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"not a frame header ({exc})") from None
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:  # not UTF-8, not an object, ...
+        raise ProtocolError(f"not a frame header ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(name, str) or not isinstance(size, int) or isinstance(size, bool) \
-            or not 0 <= size <= MAX_FRAME_BYTES or not isinstance(digest, str) or not _SHA256.match(digest):
+            or not 0 <= size <= MAX_FRAME_BYTES or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ProtocolError(f"frame header fields out of range: {line[:200]!r}")
     try:
         check_part_file_name(name)
     except TransferError as exc:
         raise ProtocolError(exc.problem) from None
+    if not _PART_NAME.fullmatch(name):  # e.g. a trailing newline, which `$` lets through
+        raise ProtocolError(f"refusing a frame whose name is not a part name: {name!r}")
     return name, size, digest
 
 
@@ -127,18 +154,42 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
         raise FrameError(f"cannot write {staging / name}: {exc.strerror or exc}") from None
 
 
+def manifest_tar_sha256(manifest: Path) -> str:
+    """The ``tar_sha256`` a staged manifest records.
+
+    :class:`FrameError` (not retryable: the same bytes fail again) when the file is larger than
+    :data:`MAX_MANIFEST_BYTES`, not UTF-8 JSON, nested past the parser's depth, not a JSON object,
+    or has no valid ``tar_sha256``.
+    """
+    if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        raise FrameError(f"manifest not usable: larger than {MAX_MANIFEST_BYTES >> 20} MiB", retryable=False)
+    try:
+        data = json.loads(manifest.read_bytes())
+    except RecursionError:
+        raise FrameError("manifest not usable: JSON nested too deeply", retryable=False) from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise FrameError(f"manifest not usable: not JSON ({str(exc)[:200]})", retryable=False) from None
+    if not isinstance(data, dict):
+        raise FrameError(f"manifest not usable: a JSON {type(data).__name__}, not an object", retryable=False)
+    digest = data.get("tar_sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise FrameError("manifest not usable: no valid tar_sha256 (64 lowercase hex digits)", retryable=False)
+    return digest
+
+
 def publish(staging: Path, inbox: Path, manifest_name: str, received: dict[str, str]) -> None:
     """Move a part staging -> inbox, tarball first, manifest last, once the tarball matches the manifest.
 
     ``received`` holds the sha256 of tarballs taken this session (hashed on arrival, not read again).
+    An unusable manifest is removed from staging and refused (:func:`manifest_tar_sha256`).
     """
     stem = manifest_name.removesuffix(".manifest.json")
     tar, manifest = staging / f"{stem}.tar", staging / manifest_name
     try:
-        want = tar_digests([(tar, manifest)])[tar.name]
-    except TransferError as exc:
-        manifest.unlink(missing_ok=True)
-        raise FrameError(f"manifest not usable: {exc.problem}", retryable=False) from None
+        want = manifest_tar_sha256(manifest)
+    except FrameError:
+        _discard(manifest)
+        raise
     if not tar.exists():
         raise FrameError(f"{tar.name} is not in staging: the part must be sent again, tarball first")
     got = received.get(tar.name) or _file_sha256(tar)
@@ -150,29 +201,155 @@ def publish(staging: Path, inbox: Path, manifest_name: str, received: dict[str, 
     received.pop(tar.name, None)
 
 
+class SenderGone(Exception):
+    """An answer could not be written: the sender has gone away."""
+
+
 def _answer(out: BinaryIO, message: dict) -> None:
-    out.write(json.dumps(message).encode() + b"\n")
-    out.flush()
+    try:
+        out.write(json.dumps(message).encode() + b"\n")
+        out.flush()
+    except (OSError, ValueError) as exc:  # a broken pipe, a closed file
+        raise SenderGone(str(exc)) from None
 
 
-def serve(inp: BinaryIO, out: BinaryIO, staging: Path, inbox: Path) -> int:
-    """Take frames from ``inp`` until it ends; answer each on ``out``. 0 at a clean end of input."""
+def _say(log: TextIO, text: str) -> None:
+    """One line on the receiver's log (standard error); a log that cannot be written is not fatal."""
+    try:
+        log.write(f"dwfhpc receive: {text}\n")
+        log.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def sweep_orphans(staging: Path, max_age: float, log: TextIO, now: float | None = None) -> list[str]:
+    """Remove this protocol's files in ``staging`` untouched for ``max_age`` seconds; their names.
+
+    Only regular files named as part files or ``.<part file>.<pid>.receiving`` temporaries are
+    considered (nothing else in the folder, no folder, no symlink); each removal is one log line.
+    Several receivers may sweep the same folder: a file another one removed first is skipped.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(staging))
+    except OSError as exc:
+        _say(log, f"cannot list {staging} for orphans: {exc.strerror or exc}")
+        return removed
+    for entry in entries:
+        m = _STAGED.fullmatch(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        age = now - st.st_mtime
+        if not stat.S_ISREG(st.st_mode) or age < max_age:
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            _say(log, f"cannot remove orphan {entry.path}: {exc.strerror or exc}")
+            continue
+        what = ("the temporary of a receiver that ended inside a frame" if m["tmp"] else
+                "a tarball whose manifest never came" if m["kind"] == "tar" else "a manifest whose part was not published")
+        _say(log, f"removed orphan {entry.path} ({st.st_size} bytes, untouched for {age:.0f} s): {what}; "
+                  "the sender sends the part again")
+        removed.append(entry.name)
+    return removed
+
+
+class _OrphanSweeper:
+    """Sweeps staging for orphans (:func:`sweep_orphans`) every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, staging: Path, max_age: float, log: TextIO):
+        self.staging, self.max_age, self.log = staging, max_age, log
+        self.interval = max(1.0, min(max_age / 2, 600.0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="receive-orphans", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                sweep_orphans(self.staging, self.max_age, self.log)
+            except Exception as exc:  # never let the sweep end the receiver
+                _say(self.log, f"orphan sweep failed: {type(exc).__name__}: {exc}")
+
+
+def serve(inp: BinaryIO, out: BinaryIO, staging: Path, inbox: Path, *, orphan_seconds: float = ORPHAN_SECONDS,
+          log: TextIO | None = None) -> int:
+    """Take frames from ``inp`` until it ends; answer each on ``out``; 0 at a clean end of input.
+
+    1: staging or the inbox cannot be created; 2: the input is not this protocol (its reason is the
+    last answer and a line on ``log``); 3: the sender went away (input ended inside a frame, or an
+    answer could not be written). Orphans in staging are swept at start and every so often.
+    """
+    log = sys.stderr if log is None else log
     staging, inbox = Path(staging), Path(inbox)
-    staging.mkdir(parents=True, exist_ok=True)
-    inbox.mkdir(parents=True, exist_ok=True)
-    _answer(out, {"hello": PROTOCOL})
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        inbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _say(log, f"cannot create {exc.filename}: {exc.strerror or exc}")
+        return 1
+    sweep_orphans(staging, orphan_seconds, log)
+    sweeper = _OrphanSweeper(staging, orphan_seconds, log)
+    sweeper.start()
+    try:
+        _answer(out, {"hello": PROTOCOL})
+        return _serve_frames(inp, out, staging, inbox, log)
+    except SenderGone as exc:
+        _say(log, f"stopping: the sender went away ({exc})")
+        try:  # what is still buffered for the closed pipe must not fail again at exit (Python's SIGPIPE advice)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 3
+    finally:
+        sweeper.stop()
+
+
+def _serve_frames(inp: BinaryIO, out: BinaryIO, staging: Path, inbox: Path, log: TextIO) -> int:
     received: dict[str, str] = {}
     while True:
-        line = inp.readline(MAX_HEADER_BYTES + 1)
+        try:
+            line = inp.readline(MAX_HEADER_BYTES + 1)
+        except (OSError, ValueError) as exc:
+            _say(log, f"stopping: cannot read the input ({exc})")
+            return 3
         if not line:
             return 0
         try:
             name, size, digest = parse_header(line)
         except ProtocolError as exc:
+            _say(log, f"stopping: protocol: {exc}")
             _answer(out, {"name": None, "error": f"protocol: {exc}", "retryable": False})
             return 2
         try:
             receive_frame(inp, staging, name, size, digest)
+        except FrameError as exc:  # the frame's bytes were read whole: the stream is in step
+            _answer(out, {"name": name, "error": str(exc), "retryable": exc.retryable})
+            continue
+        except EOFError as exc:
+            _say(log, f"stopping: {exc}")
+            return 3  # the sender went away inside a frame: nothing of it was published
+        except Exception as exc:  # reading stopped inside the frame: no boundary to resume from
+            _say(log, f"stopping: protocol: {name}: cannot read the frame ({type(exc).__name__}: {exc})")
+            _answer(out, {"name": name, "error": f"protocol: cannot read the frame ({type(exc).__name__}: {exc})",
+                          "retryable": True})
+            return 2
+        try:
             if name.endswith(".tar"):
                 received[name] = digest
             else:
@@ -183,6 +360,9 @@ def serve(inp: BinaryIO, out: BinaryIO, staging: Path, inbox: Path) -> int:
         except OSError as exc:  # publishing: the inbox gone, a full disk, ...
             _answer(out, {"name": name, "error": f"{exc.filename or name}: {exc.strerror or exc}", "retryable": True})
             continue
-        except EOFError:
-            return 3  # the sender went away inside a frame: nothing of it was published
+        except Exception as exc:  # anything else: this frame's error, never the receiver's end
+            _say(log, f"{name}: refused: {type(exc).__name__}: {exc}")
+            _answer(out, {"name": name, "error": f"receiver: {type(exc).__name__}: {str(exc)[:200]}",
+                          "retryable": isinstance(exc, MemoryError)})
+            continue
         _answer(out, {"name": name, "ok": True})

@@ -66,11 +66,14 @@ def promised_ccds(part) -> int | None:
     """How many CCDs the exposure of ``part`` holds, from its manifest.
 
     None when unreadable: missing, damaged, or between the state DB and the parts store (the
-    ingest records a part before it moves the files, so a crash never loses one).
+    ingest records a part before it moves the files, so a crash never loses one), and for a
+    quarantined part, whose row has no manifest (its manifest is untrusted: never read for counts).
     """
     from ..errors import DwfError
     from ..parts import read_manifest
 
+    if not getattr(part, "manifest", None) or getattr(part, "state", None) == "quarantined":
+        return None
     try:
         return len(read_manifest(part.manifest).ccds_in_exposure)
     except (DwfError, OSError):  # a missing or damaged manifest only loses the promise
