@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, ConfigProblems
 
 # the allowed values of settings, for the command line's choices and the node's checks (typing.get_args)
-Codec = Literal["jp2", "jp2-lossless", "rice", "rice-q", "none"]
+Codec = Literal["auto", "passthrough", "jp2", "jp2-lossless", "rice", "rice-q", "none"]  # auto: passthrough if the raw allows, else rice
 PushMode = Literal["serial", "parallel", "batch", "end-of-night"]
 Executor = Literal["local", "slurm", "pbs"]
 Backend = Literal["embedded", "photpipe", "hscpipe"]
@@ -67,7 +67,7 @@ class PushSettings(Strict):
     raw_dir: str = "raw"
     outgoing_dir: str = Field("outgoing", description="where parts are packed before sending")
     journal: str = Field("push-journal.sqlite", description="sender journal (SQLite)")
-    codec: Codec = "rice"
+    codec: Codec = Field("auto", description="auto: the raw's own lossless tiles (passthrough) when it has them, else rice")
     ratio: float = Field(10.0, gt=1, description="jp2 target compression ratio")
     qlevel: float = Field(4.0, gt=0, description="rice-q quantisation level")
     parts: int = Field(4, ge=1, description="parts per exposure")

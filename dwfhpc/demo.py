@@ -187,7 +187,7 @@ class Telescope(Worker):
 
 
 def run_demo(workdir: Path, *, instrument: str = "decam", exposures: int | None = None, cadence: float = 20.0,
-             streams: int = 4, biases: int = 2, flats: int = 2, codec: str = "rice", ccds: list[int] | None = None,
+             streams: int = 4, biases: int = 2, flats: int = 2, codec: str = "auto", ccds: list[int] | None = None,
              seed: int = 0, executor: str = "local", backend: str = "embedded", image: str | None = None,
              hscpipe_repo: str | None = None, say=print, timeout: float = 1800.0) -> dict:
     """Simulate a night; push it (N rsync streams), ingest it as job arrays, report it. Returns the summary."""

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import get_args
 
 from ..config import Codec, InstrumentName
-from ..demo import run_demo
-from ..simulate import parse_ccd_list
+from ._common import ccd_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=4)
     p.add_argument("--biases", type=int, default=2)
     p.add_argument("--flats", type=int, default=2)
-    p.add_argument("--codec", default="rice", choices=get_args(Codec))
-    p.add_argument("--ccds", type=parse_ccd_list, default=None,
+    p.add_argument("--codec", default="auto", choices=get_args(Codec))
+    p.add_argument("--ccds", type=ccd_list, default=None,
                    help="CCDs per exposure, so the night fits a 2-core machine: DECam CCDNUM (default 1-8; 1-62 for "
                         "all), HSC DET-ID (default 41,42,49,50; 0-103 for all)")
     p.add_argument("--workdir", type=Path, default=Path("dwfhpc-night"))
@@ -40,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
     if not getattr(args, "debug", False):  # the demo narrates; ingest's per-part lines are in the state DB events
         for handler in logging.getLogger().handlers:  # on the console only: the events table still gets them
             handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith("dwfhpc.ingest"))

@@ -21,7 +21,8 @@ from ..simulate import parse_ccd_list
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="compress an exposure per CCD into K part tarballs with manifests")
     p.add_argument("raw", nargs="+", type=Path, help="a DECam MEF, or the per-CCD files of one HSC visit")
-    p.add_argument("--codec", choices=get_args(Codec), default=DEFAULT_CODEC)
+    p.add_argument("--codec", choices=get_args(Codec), default=DEFAULT_CODEC,
+                   help="auto (default): the raw's own lossless tiles (passthrough) when it has them, else rice")
     p.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help="jp2 target compression ratio")
     p.add_argument("--qlevel", type=float, default=DEFAULT_QLEVEL, help="rice-q quantisation level")
     p.add_argument("--parts", type=int, default=4)

@@ -1,7 +1,8 @@
 """Packing: each exposure started is packed into its parts in a process pool, each part queued as it is written.
 
 A few threads (one per exposure being packed, at most two) drive :func:`dwfhpc.parts.pack_exposure`,
-which spreads the CCDs over a ``forkserver`` process pool. Forkserver, not fork: a forked worker
+which spreads the CCDs over a ``forkserver`` process pool (with codec ``passthrough``, what ``auto``
+picks for fpack'd raws, the CCDs are copied in the packing thread and the pool is not used). Forkserver, not fork: a forked worker
 would inherit the journal's lock, and one outliving a killed push would refuse the restart.
 """
 
@@ -87,12 +88,13 @@ class Packer:
             self.view.event("error", "pack-interrupted", expid=exp.expid, reason=repr(exc))
             return
         now = time.time()
+        codec = next((part.codec for part in parts if part.codec), self.codec)  # ``auto`` as resolved
         with self.flight.lock:
             if self.journal.exposure(exp.expid).state == "packing":  # not already delivered by the streams
                 self.journal.set_exposure(exp.expid, state="packed")
-            self.journal.set_exposure(exp.expid, t_packed=now, nparts=len(parts))
+            self.journal.set_exposure(exp.expid, t_packed=now, nparts=len(parts), codec=codec)
             self.packing.pop(exp.expid, None)
-            self.view.event("info", "packed", expid=exp.expid, parts=len(parts), codec=self.codec,
+            self.view.event("info", "packed", expid=exp.expid, parts=len(parts), codec=codec,
                             seconds=now - (self.journal.exposure(exp.expid).t_pack_start or now))
             if self.journal.confirm_exposure_if_done(exp.expid, now):
                 self.on_delivered(exp.expid)
