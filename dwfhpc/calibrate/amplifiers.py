@@ -26,13 +26,23 @@ def overscan_rows(raw: np.ndarray, amp: Amplifier, skip: int = EDGE_COLUMNS) -> 
     return np.median(raw[rows, overscan_columns(amp, skip)], axis=1)
 
 
-def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electrons: bool = False,
-                           path=None) -> tuple[np.ndarray, np.ndarray]:
-    """(image, mask): overscan-subtracted, trimmed, assembled float32 image and its saturation mask."""
+def overscan_trim_assemble(raw: np.ndarray, geometry: CCDGeometry, *, to_electrons: bool = False, path=None,
+                           out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask): overscan-subtracted, trimmed, assembled float32 image and its saturation mask.
+
+    ``out``: (float32 image, uint8 mask) buffers of the trimmed shape to fill instead of new arrays.
+    """
     if raw.shape != geometry.raw_shape:
         raise FitsFormatError(f"pixels are {raw.shape}, the header's geometry says {geometry.raw_shape}", path)
-    image = np.empty(geometry.trimmed_shape, np.float32)
-    mask = np.zeros(geometry.trimmed_shape, np.uint8)
+    if out is None:
+        image = np.empty(geometry.trimmed_shape, np.float32)
+        mask = np.zeros(geometry.trimmed_shape, np.uint8)
+    else:
+        image, mask = out
+        if image.shape != geometry.trimmed_shape or image.dtype != np.float32 or mask.shape != image.shape \
+                or mask.dtype != np.uint8:
+            raise ValueError(f"out buffers must be float32 and uint8 of shape {geometry.trimmed_shape}")
+        mask.fill(0)
     for amp in geometry.amps:
         rows = amp.data.slices[0]
         if (amp.bias.slices[0].start, amp.bias.slices[0].stop) != (rows.start, rows.stop):

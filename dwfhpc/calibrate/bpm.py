@@ -34,13 +34,37 @@ def bpm_file(bpm: str | Path, ccd: int) -> Path | None:
     return p
 
 
-def bad_pixel_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Boolean mask of the boxes in ``path`` on a trimmed frame of ``shape``."""
+@lru_cache(maxsize=128)
+def _boxes(path: str, mtime_ns: int) -> np.ndarray:
     try:
         t = Table.read(path)
-        boxes = np.array([t["x0"], t["y0"], t["width"], t["height"]]).T.astype(int)
+        boxes = np.array([t["x0"], t["y0"], t["width"], t["height"]]).T.astype(int).reshape(-1, 4)
     except (OSError, ValueError, KeyError) as exc:
         raise DwfError(f"not a bad-pixel box list (x0, y0, width, height): {exc}", path) from None
+    boxes.setflags(write=False)
+    return boxes
+
+
+def bad_pixel_boxes(path: str | Path) -> np.ndarray:
+    """The (x0, y0, width, height) boxes of ``path``, read once per file version (cached)."""
+    p = Path(path).resolve()
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as exc:
+        raise DwfError(f"not a bad-pixel box list (x0, y0, width, height): {exc.strerror or exc}", path) from None
+    return _boxes(str(p), mtime)
+
+
+def flag_boxes(mask: np.ndarray, boxes: np.ndarray, bit: int) -> None:
+    """OR ``bit`` into ``mask`` inside every box (in place; boxes clipped to the frame)."""
+    for x0, y0, w, h in boxes:
+        region = mask[max(y0, 0) : y0 + h, max(x0, 0) : x0 + w]
+        region |= np.asarray(bit, mask.dtype)
+
+
+def bad_pixel_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of the boxes in ``path`` on a trimmed frame of ``shape``."""
+    boxes = bad_pixel_boxes(path)
     mask = np.zeros(shape, bool)
     for x0, y0, w, h in boxes:
         mask[max(y0, 0) : y0 + h, max(x0, 0) : x0 + w] = True

@@ -24,11 +24,10 @@ from ..instruments.base import CCDGeometry
 from ..layout import product_names
 from . import maskbits
 from .amplifiers import overscan_trim_assemble
-from .bpm import bad_pixel_mask, bpm_file
-from .masters import read_master
+from .bpm import bad_pixel_boxes, bpm_file, flag_boxes
 from .products import write_catalog, write_image, write_mask, write_qa
 from .qa import measure_qa
-from .rawio import read_pixels, read_raw_ccds
+from .rawio import read_master_pixels, read_pixels, read_raw_ccds, workspace
 from .wcs import WcsResult, apply_shift, check_wcs
 
 
@@ -63,27 +62,52 @@ def trimmed_header(header: fits.Header, geometry: CCDGeometry) -> fits.Header:
 
 def calibrate_array(raw: np.ndarray, header: fits.Header, instrument: Instrument, *, bias: np.ndarray | None = None,
                     flat: np.ndarray | None = None, bpm: np.ndarray | None = None, to_electrons: bool = False,
-                    path=None) -> tuple[np.ndarray, np.ndarray]:
-    """(image, mask) of one raw CCD; pure numpy, no I/O."""
+                    path=None, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask) of one raw CCD; pure numpy, no I/O, every step in place on the float32 image.
+
+    ``out``: (float32, uint8) buffers of the trimmed shape to fill instead of new arrays.
+    """
     geometry = instrument.geometry(header, path)
-    image, mask = overscan_trim_assemble(raw, geometry, to_electrons=to_electrons, path=path)
+    image, mask = overscan_trim_assemble(raw, geometry, to_electrons=to_electrons, path=path, out=out)
     if bias is not None:
         if bias.shape != image.shape:
             raise DwfError(f"master bias is {bias.shape}, the CCD is {image.shape}", path)
-        image -= bias
+        np.subtract(image, bias, out=image)
     if flat is not None:
         if flat.shape != image.shape:
             raise DwfError(f"master flat is {flat.shape}, the CCD is {image.shape}", path)
-        usable = flat > 0.2
+        usable = workspace("flat.usable", image.shape, bool)
+        np.greater(flat, 0.2, out=usable)
         np.divide(image, flat, out=image, where=usable)
         if not usable.all():
-            mask[~usable] |= maskbits.NO_FLAT
+            np.bitwise_or(mask, maskbits.NO_FLAT, out=mask, where=~usable)
     if bpm is not None:
-        mask[bpm] |= maskbits.BAD
-    not_finite = ~np.isfinite(image)
-    if not_finite.any():
-        mask[not_finite] |= maskbits.NOT_FINITE
+        np.bitwise_or(mask, maskbits.BAD, out=mask, where=bpm)
+    flag_not_finite(image, mask)
     return image, mask
+
+
+def flag_not_finite(image: np.ndarray, mask: np.ndarray) -> None:
+    """Set NOT_FINITE where ``image`` is NaN or infinite (one cheap pass when every pixel is finite)."""
+    if np.isfinite(np.add.reduce(image, axis=None, dtype=np.float64)):
+        return
+    np.bitwise_or(mask, maskbits.NOT_FINITE, out=mask, where=~np.isfinite(image))
+
+
+def _saturation_above_bias(raw: np.ndarray, geometry: CCDGeometry) -> float | None:
+    """The lowest amplifier saturation level minus the median overscan level (for QA's star selection)."""
+    saturate = min((a.saturate for a in geometry.amps if a.saturate), default=None)
+    if saturate is None:
+        return None
+    return saturate - float(np.median([np.median(raw[a.bias.slices]) for a in geometry.amps]))
+
+
+def sky_positions(wcs: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) of 0-based pixel positions."""
+    if not len(x):
+        return np.array([]), np.array([])
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    return ra, dec
 
 
 def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
@@ -91,7 +115,11 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
                    refcat: str | Path | list | None = None, prior_shift: tuple[float, float] | None = None,
                    to_electrons: bool = False, instrument: Instrument | None = None, ccd: int | None = None,
                    qlevel: float = 4.0, min_matches: int = 5) -> CalibrationOutput:
-    """Calibrate one CCD of ``raw_ccd`` and write its four products into ``out_dir``."""
+    """Calibrate one CCD of ``raw_ccd`` and write its four products into ``out_dir``.
+
+    The pixels are read once, into per-thread buffers reused CCD after CCD; calibration, QA and
+    the products all work on those arrays in memory. The image is quantised to sky sigma / ``qlevel``.
+    """
     timings: dict[str, float] = {}
     t = time.perf_counter()
     raw_ccd = Path(raw_ccd)
@@ -100,33 +128,37 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
         raise DwfError(f"{len(found)} CCDs in the file: choose one (ccd=...)", raw_ccd)
     number, header, hdu = found[0]
     expid = inst.expid(header, raw_ccd)
-    raw = read_pixels(raw_ccd, hdu)
-    bias_img = read_master(bias)[0] if bias else None
-    flat_img = read_master(flat)[0] if flat else None
     geometry = inst.geometry(header, raw_ccd)
-    bpm_mask = None
+    bias_img = read_master_pixels(bias, buffer="master.bias") if bias else None
+    flat_img = read_master_pixels(flat, buffer="master.flat") if flat else None
+    boxes = None
     if bpm:
         f = bpm_file(bpm, number)
-        bpm_mask = bad_pixel_mask(f, geometry.trimmed_shape) if f else None
+        boxes = bad_pixel_boxes(f) if f else None
+    raw = read_pixels(raw_ccd, hdu, buffer="raw")
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image, mask = calibrate_array(raw, header, inst, bias=bias_img, flat=flat_img, bpm=bpm_mask,
-                                  to_electrons=to_electrons, path=raw_ccd)
+    shape = geometry.trimmed_shape
+    image, mask = calibrate_array(raw, header, inst, bias=bias_img, flat=flat_img, to_electrons=to_electrons,
+                                  path=raw_ccd, out=(workspace("image", shape, np.float32),
+                                                     workspace("mask", shape, np.uint8)))
+    if boxes is not None:
+        flag_boxes(mask, boxes, maskbits.BAD)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    saturate = min((a.saturate for a in geometry.amps if a.saturate), default=None)
-    if saturate is not None:
-        saturate -= float(np.median([np.median(raw[a.bias.slices]) for a in geometry.amps]))
-    qa, det = measure_qa(image, mask, inst.pixel_scale, saturate)
+    qa, det = measure_qa(image, mask, inst.pixel_scale, _saturation_above_bias(raw, geometry))
     out_header = trimmed_header(header, geometry)
+    wcs = WCS(out_header)
     wcs_result = WcsResult("skipped", reason="no reference catalog configured")
+    o = det.sources
     if refcat:
-        o = det.sources
-        wcs_result = check_wcs(o["x"], o["y"], out_header, refcat, prior=prior_shift, min_matches=min_matches)
+        wcs_result = check_wcs(o["x"], o["y"], out_header, refcat, prior=prior_shift, min_matches=min_matches, wcs=wcs)
         if wcs_result.status == "ok":
             apply_shift(out_header, wcs_result.dx, wcs_result.dy)
+            wcs.wcs.crval = [float(out_header["CRVAL1"]), float(out_header["CRVAL2"])]
+            wcs.wcs.set()
     timings["qa"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -144,15 +176,14 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
     out_dir.mkdir(parents=True, exist_ok=True)
     names = product_names(expid, number)
     paths = {k: out_dir / v for k, v in names.items()}
-    o = det.sources
-    ra, dec = WCS(out_header).all_pix2world(o["x"], o["y"], 0) if len(o) else (np.array([]), np.array([]))
+    ra, dec = sky_positions(wcs, o["x"], o["y"])
     catalog = Table({"x": o["x"] + 1, "y": o["y"] + 1, "ra": ra, "dec": dec, "flux": o["flux"], "peak": o["peak"],
                      "a": o["a"], "b": o["b"], "theta": o["theta"], "fwhm": det.fwhm_px * inst.pixel_scale,
                      "flag": o["flag"]})
     catalog.meta["EXPID"], catalog.meta["CCD"] = expid, number
     written = []
     try:
-        write_image(paths["cal"], image, out_header, qlevel)
+        write_image(paths["cal"], image, out_header, qlevel, noise=det.noise)
         written.append(paths["cal"])
         write_mask(paths["mask"], mask, out_header)
         written.append(paths["mask"])

@@ -63,11 +63,14 @@ def _offsets(sra, sdec, rra, rdec, dec0):
 
 
 def check_wcs(x: np.ndarray, y: np.ndarray, header: fits.Header, refcat, *, prior: tuple[float, float] | None = None,
-              search: float = 30.0, radius: float = 1.5, min_matches: int = 5) -> WcsResult:
-    """Match detected sources (0-based pixel x, y) to the reference catalog through ``header``'s WCS."""
+              search: float = 30.0, radius: float = 1.5, min_matches: int = 5, wcs: WCS | None = None) -> WcsResult:
+    """Match detected sources (0-based pixel x, y) to the reference catalog through ``header``'s WCS.
+
+    ``wcs``: that WCS already built (it is not modified).
+    """
     if len(x) < min_matches:
         return WcsResult("failed", reason=f"only {len(x)} sources detected")
-    wcs = WCS(header)
+    wcs = wcs if wcs is not None else WCS(header)
     sra, sdec = wcs.all_pix2world(x, y, 0)
     rra, rdec, _ = load_refcat(refcat)
     dec0 = float(np.median(sdec))
