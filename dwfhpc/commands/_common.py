@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import SiteSettings, load_site
 from ..errors import DwfError
+
+if TYPE_CHECKING:
+    from ..config import SiteSettings
 
 NO_STATE_DB = "no state DB here (dwfhpc ingest has not run with this config)"
 
@@ -21,7 +24,16 @@ def add_site_arguments(p: argparse.ArgumentParser, *, night: str | None = None, 
         p.add_argument("--json", action="store_true", help=json)
 
 
+def ccd_list(text: str) -> list[int]:
+    """``--ccds 1-4,25,33`` (:func:`dwfhpc.simulate.parse_ccd_list`, imported only when the option is given)."""
+    from ..simulate import parse_ccd_list
+
+    return parse_ccd_list(text)
+
+
 def site_from(args: argparse.Namespace, **kw) -> SiteSettings:
+    from ..config import load_site  # pydantic: not for --help
+
     return load_site(args.config, workdir=args.workdir, **kw)
 
 

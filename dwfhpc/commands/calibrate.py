@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..calibrate import calibrate_file, find_master
-from ..calibrate.rawio import read_raw_ccds
 from ..errors import DwfError
 
 
@@ -26,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _master(given: Path | None, skip: bool, kind: str, night: str, ccd: int, filter_: str, raw: Path) -> Path | None:
+    from ..calibrate import find_master
+
     if skip:
         return None
     if given is None:
@@ -41,6 +41,9 @@ def _master(given: Path | None, skip: bool, kind: str, night: str, ccd: int, fil
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..calibrate import calibrate_file
+    from ..calibrate.rawio import read_raw_ccds
+
     inst, found = read_raw_ccds(args.raw, args.ccd)
     for ccd, header, _ in found:
         night, filter_ = inst.night(header, args.raw), inst.filter(header)

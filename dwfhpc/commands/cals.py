@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..calibrate import build_master, build_night_masters, copy_masters
-from ..config import load_site
 from ..errors import DwfError
 
 
@@ -32,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
+    from ..calibrate import build_master, build_night_masters
+    from ..config import load_site
+
     if args.night:
         site = load_site(args.config, workdir=args.workdir)
         made = build_night_masters(site.path(site.calibration.library), site.path(site.calibration.masters), args.night)
@@ -45,6 +46,9 @@ def build(args: argparse.Namespace) -> int:
 
 
 def copy(args: argparse.Namespace) -> int:
+    from ..calibrate import copy_masters
+    from ..config import load_site
+
     site = load_site(args.config, workdir=args.workdir)
     copied = copy_masters(site.path(site.calibration.masters), args.from_night, args.to_night)
     print(f"{len(copied)} masters copied from {args.from_night} to {args.to_night}")

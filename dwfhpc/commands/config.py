@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from ..config import InstrumentSettings, SiteSettings, load_any, load_site, shipped_configs
 from ..errors import ConfigError
 
 
@@ -30,6 +29,8 @@ def check(args: argparse.Namespace) -> int:
 
     Exit 0 when all files are fine, 2 (the CLI's error status) when any problem was found.
     """
+    from ..config import load_any
+
     problems = bad_files = 0
     for f in args.files:
         try:
@@ -49,11 +50,15 @@ def check(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    from ..config import load_site
+
     print(json.dumps(load_site(args.name).model_dump(), indent=2))
     return 0
 
 
 def list_shipped(args: argparse.Namespace) -> int:
+    from ..config import shipped_configs
+
     for p in sorted(shipped_configs().glob("*.yaml")):
         print(f"{p.stem:10s} {p}")
     return 0
@@ -74,6 +79,8 @@ def _rows(model, prefix: str = ""):
 
 
 def reference(args: argparse.Namespace) -> int:
+    from ..config import InstrumentSettings, SiteSettings
+
     for title, model in (("Site config (configs/local.yaml, ctio, ozstar, g2)", SiteSettings),
                          ("Instrument config (configs/decam.yaml, hsc)", InstrumentSettings)):
         print(f"### {title}\n\n| key | type | default | meaning |\n|---|---|---|---|")

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import DwfError
-from ..ops.fullred import default_script_path, plan, record, submit, write_script
 from ..scheduler import SCHEDULERS, scheduler_for
-from ..state import StateDB
 from ._common import add_site_arguments, site_from, state_db_path
 
 
@@ -37,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ops.fullred import default_script_path, plan, record, submit, write_script
+    from ..state import StateDB
+
     site = site_from(args)
     path = state_db_path(site)
     if args.time_minutes is not None and args.time_minutes < 1:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_site
-from ..images import build_image, check_image, deploy_image, rollback_image
-
 
 def _kv(text: str) -> tuple[str, str]:
     key, _, value = text.partition("=")
@@ -39,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
+    from ..config import load_site
+    from ..images import build_image, check_image
+
     build_args, fakeroot = {}, None
     if args.config:
         site = load_site(args.config)
@@ -51,17 +51,23 @@ def build(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
+    from ..images import check_image
+
     print(f"{args.image}: {check_image(args.image)}")
     return 0
 
 
 def deploy(args: argparse.Namespace) -> int:
+    from ..images import deploy_image
+
     target = deploy_image(args.name, args.image, args.to)
     print(f"{args.to / (args.name + '.sif')} -> {target.name}")
     return 0
 
 
 def rollback(args: argparse.Namespace) -> int:
+    from ..images import rollback_image
+
     target = rollback_image(args.name, args.to)
     print(f"{args.to / (args.name + '.sif')} -> {target.name}")
     return 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..instruments import exposure_info
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="instrument, exposure, night, obstype, filter, field and CCDs of a FITS file")
@@ -16,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..instruments import exposure_info
+
     for path in args.files:
         info = exposure_info(path)
         if args.json:

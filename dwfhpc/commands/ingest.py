@@ -9,8 +9,6 @@ from typing import get_args
 
 from ..config import Executor, load_site
 from ..errors import DwfError
-from ..ingest import Ingest, IngestOptions
-from ..ingest.status import summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ingest import Ingest, IngestOptions
+    from ..ingest.status import summary
+
     bad_max_jobs = args.max_jobs is not None and args.max_jobs < 1  # said after --emit-scripts, which has no use for it
     given = {"executor": args.executor, "max_jobs": None if bad_max_jobs else args.max_jobs, "rate": args.rate,
              "poll_seconds": args.poll}

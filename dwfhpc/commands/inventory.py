@@ -6,7 +6,6 @@ import argparse
 import json
 from collections import Counter
 
-from ..ops.qa_index import exposures
 from ._common import add_site_arguments, site_from
 
 
@@ -17,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ops.qa_index import exposures
+
     site = site_from(args)
     items = exposures(site.path(site.calibration.products), args.night)
     counts = Counter((e.field, e.filter) for e in items)

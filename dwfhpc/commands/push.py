@@ -7,7 +7,6 @@ import signal
 from typing import get_args
 
 from ..config import Codec, PushMode, load_site
-from ..push import Journal, Push, PushOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..push import Push, PushOptions
+
     overrides = {k: v for k, v in (("streams", args.streams), ("mode", args.mode), ("nbundle", args.nbundle),
                                    ("exp_min", args.exp_min), ("codec", args.codec), ("parts", args.parts))
                  if v is not None}
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _status(site) -> int:
+    from ..push import Journal
+
     path = site.path(site.push.journal)
     if not path.exists():
         print(f"{path}: no journal yet (push has not run with this config)")

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..push.receiver import serve
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("receive", help="(cluster side; push starts it over ssh with transport.stream) take parts "
@@ -18,4 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..push.receiver import serve
+
     return serve(sys.stdin.buffer, sys.stdout.buffer, args.staging, args.inbox)

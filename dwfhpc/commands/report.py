@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 from ..errors import DwfError
-from ..report.collect import nights, write_night_reports
-from ..state import StateDB
 from ._common import add_site_arguments, site_from, state_db_path
 
 
@@ -21,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report.collect import nights, write_night_reports
+    from ..state import StateDB
+
     site = site_from(args)
     path = state_db_path(site)
     out_dir = args.out or site.path(site.ingest.report_dir)

@@ -9,9 +9,6 @@ import sys
 import threading
 from pathlib import Path
 
-from ..config import load_site
-from ..ops.reprocess import reprocess
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import load_site
+    from ..ops.reprocess import reprocess
+
     site = load_site(args.config, workdir=args.workdir)
     out = sys.stderr if args.json else sys.stdout
     stop = threading.Event()

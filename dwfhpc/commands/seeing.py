@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..ops.qa_index import exposures, find_exposure
 from ._common import add_site_arguments, site_from
 
 
@@ -20,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ops.qa_index import exposures, find_exposure
+
     site = site_from(args)
     items = exposures(site.path(site.calibration.products), args.night)
     chosen = [find_exposure(items, args.exposure)] if args.exposure else items[-args.last:]

@@ -8,12 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import get_args
 
-import numpy as np
-
 from ..config import InstrumentName
 from ..errors import DwfError
-from ..simulate import (DECAM_FILTERS, make_star_catalog, night_start, parse_ccd_list, simulate_decam_exposure,
-                        simulate_hsc_visit, write_star_catalog, StarCatalog)
+from ._common import ccd_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exposures", type=int, default=1, help="science exposures")
     p.add_argument("--biases", type=int, default=0)
     p.add_argument("--flats", type=int, default=0, help="dome flats")
-    p.add_argument("--ccds", type=parse_ccd_list, default=None, help="e.g. 1-4,25,33 (default: all science CCDs)")
+    p.add_argument("--ccds", type=ccd_list, default=None, help="e.g. 1-4,25,33 (default: all science CCDs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cadence", type=float, default=None,
                    help="seconds between exposures, in real time as a telescope would (default: all at once)")
@@ -47,6 +44,11 @@ def _pair(text: str, what: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..simulate import (DECAM_FILTERS, StarCatalog, make_star_catalog, night_start, simulate_decam_exposure,
+                            simulate_hsc_visit, write_star_catalog)
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     offset = _pair(args.wcs_offset, "--wcs-offset")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..ingest.status import summary
-from ..report.counts import GROUPS, LABELS, CCDCounts
-from ..state import StateDB
 from ._common import NO_STATE_DB, add_site_arguments, site_from
 
 
@@ -18,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ingest.status import summary
+    from ..report.counts import GROUPS, LABELS, CCDCounts
+    from ..state import StateDB
+
     site = site_from(args)
     path = site.path(site.ingest.state_db)
     if not path.exists():

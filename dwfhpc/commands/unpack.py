@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..parts import unpack_part
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("unpack", help="verify a part against its manifest and decompress its CCDs")
@@ -17,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..parts import unpack_part
+
     files = unpack_part(args.tar, args.out, args.manifest)
     print(f"{args.tar.name}: {len(files)} CCDs verified and restored -> {args.out}")
     return 0

@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-from ..atomic import atomic_path
 from ..errors import DwfError
-from ..fitsio_utils import open_fits
-from ..sip_tpv import sip_to_tpv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def convert(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_path
+    from ..fitsio_utils import open_fits
+    from ..sip_tpv import sip_to_tpv
+
     src: Path = args.file
     dest: Path = args.out or src
     with open_fits(src, lazy=False) as hdul:
