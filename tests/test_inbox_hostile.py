@@ -399,6 +399,8 @@ def test_ingest_drain_ends_and_status_reports_a_hostile_inbox(tmp_path, capsys):
     tar, mpath, m = good_part(inbox, 584, random.Random(584))
     m["tar_sha256"] = "78" * 32  # an ordinary bad checksum
     mpath.write_text(json.dumps(m))
+    orphan, orphan_manifest, _ = good_part(inbox, 585, random.Random(585))
+    assert not orphan_manifest.exists()  # its manifest never comes: --drain waits out the grace, then it is quarantined
     t0 = time.monotonic()
     assert main(["ingest", "--config", str(config), "--drain", "--no-report"]) == 0
     assert time.monotonic() - t0 < 60
@@ -409,8 +411,9 @@ def test_ingest_drain_ends_and_status_reports_a_hostile_inbox(tmp_path, capsys):
         assert f"quarantined DECam_00000{n}.p1of1:" in said
     assert main(["status", "--config", str(config), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["parts"] == {"quarantined": 4} and s["ccds"]["science"]["total"] == 0
+    assert s["parts"] == {"quarantined": 5} and s["ccds"]["science"]["total"] == 0  # the orphan is recorded too
     assert not any(inbox.iterdir())
+    assert any((f / orphan.name).is_file() for f in site.path(site.ingest.quarantine).glob("DECam_00000585.p1of1.*"))
 
 
 def test_status_after_an_ordinary_quarantine(tmp_path, capsys):

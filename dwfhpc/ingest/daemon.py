@@ -147,7 +147,9 @@ class Ingest:
     def idle(self) -> bool:
         """Nothing waiting in the inbox, queued, running or being built."""
         inbox = self.site.path(self.site.ingest.inbox)
-        waiting = any(inbox.glob("*.manifest.json")) if inbox.is_dir() else False
+        # a tarball without its manifest yet is waiting too: the inbox quarantines it after the arrival grace
+        waiting = inbox.is_dir() and any(
+            not p.name.startswith(".") for pattern in ("*.manifest.json", "*.tar") for p in inbox.glob(pattern))
         return (not waiting and not self.db.count_tasks(TaskState.QUEUED, *TASK_ACTIVE)
                 and not self.masters.blocked_nights() and not self.masters.busy())
 
