@@ -6,10 +6,12 @@ import argparse
 import json
 
 from ..ops.jobs import JOB_PREFIX, by_state, queued_tasks
+from ._common import add_site_arguments, site_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="our queued/running/held array tasks by state (one squeue call)")
+    p = sub.add_parser("jobs", help="our queued/running/held array tasks by state (one squeue or qstat call)")
+    add_site_arguments(p)  # the site's scheduler: PBS when ingest.executor is pbs, else Slurm
     p.add_argument("--prefix", default=JOB_PREFIX, help=f"job-name prefix (default {JOB_PREFIX!r})")
     p.add_argument("--list", action="store_true", help="one line per task")
     p.add_argument("--json", action="store_true")
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tasks = queued_tasks(args.prefix)
+    tasks = queued_tasks(args.prefix, site=site_from(args))
     counts = by_state(tasks)
     if args.json:
         print(json.dumps({"counts": counts, "tasks": [t.__dict__ | {"state": t.display_state} for t in tasks]}))

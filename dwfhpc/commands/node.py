@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..node import run_task
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("node", help="what runs on a compute node (one CCD per array task)")
@@ -28,18 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--stop-seconds", type=float, default=180.0,
                    help="take no new CCD this long before the walltime ends (default 180)")
     w.add_argument("--max-idle", type=float, default=None, help="exit after this many seconds without work")
+    w.add_argument("--scratch-var", action="append", default=None, dest="scratch_vars", metavar="VAR",
+                   help="environment variable naming node-local scratch, first set wins (repeat; the site's "
+                        "node.scratch_vars; default: the config's)")
+    w.add_argument("--scratch-fallback", default=None, help="scratch when none is set (node.scratch_fallback)")
     w.set_defaults(func=run_worker)
 
 
 def run_worker(args: argparse.Namespace) -> int:
     from ..workers.worker import worker_main
 
-    summary = worker_main(str(args.queue), args.time_minutes, args.stop_seconds, args.max_idle)
+    summary = worker_main(str(args.queue), args.time_minutes, args.stop_seconds, args.max_idle, args.scratch_vars,
+                          args.scratch_fallback)
     print(json.dumps(summary), flush=True)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..node import run_task  # not for `dwfhpc node --help`
+
     result = run_task(args.spec, args.index, write=True)
     summary = {k: result.get(k) for k in ("status", "expid", "ccd", "index", "error", "error_kind", "interrupted", "timings",
                                           "bytes_written")}

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..backends.apptainer import bind_spec, exec_argv
 from ..backends.hscpipe import default_config
-from ..config import SiteSettings
+from ..config import SchedulerSettings, SiteSettings
 from ..errors import DwfError
 from ..instruments import instrument_for
 from ..node.stage import stage_ccd
@@ -66,12 +66,19 @@ class FullReduction:
     script: str | None = None
     job_id: str | None = None
     text: str = field(default="", repr=False)
+    #: the site's scheduler settings (a Torque site's array syntax, queue, ...) for every later call
+    settings: SchedulerSettings | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self, with_text: bool = False) -> dict:
         d = asdict(self)
+        d.pop("settings")
         if not with_text:
             d.pop("text")
         return d
+
+    def scheduler_of_site(self) -> Scheduler:
+        """The scheduler this reduction was planned for, with the site's settings (PBS Pro ``-J`` or Torque ``-t``)."""
+        return scheduler_for(self.scheduler, self.settings)
 
 
 # --------------------------------------------------------------------------- finding the visit
@@ -185,8 +192,8 @@ def plan(site: SiteSettings, db: StateDB, visit: str, *, scheduler: str | None =
         manifests=[str(Path(parts[t.part].manifest)) for t in tasks],
         scheduler=kind, rerun=rerun, image=sif, shared_repo=str(shared), processccd_config=str(config),
         out_dir=str(products / first.night / expid / f"hscpipe-{rerun}"), log_dir=str(log_dir),
-        job_name=job_name("fullred", number))
-    sched = scheduler_for(kind, site.scheduler)
+        job_name=job_name("fullred", number), settings=site.scheduler)
+    sched = red.scheduler_of_site()
     res = sched.resources(mem_gb=mem_gb, time_minutes=time_minutes)
     red.text = render(
         kind, f"full-reduction{sched.script_suffix}",
@@ -209,14 +216,14 @@ def write_script(red: FullReduction, path: str | os.PathLike[str]) -> Path:
 
 
 def default_script_path(site: SiteSettings, red: FullReduction) -> Path:
-    suffix = scheduler_for(red.scheduler).script_suffix
+    suffix = red.scheduler_of_site().script_suffix
     return site.path(site.ingest.jobs_dir) / "fullred" / f"{red.expid}.{red.rerun}{suffix}"
 
 
 def submit(red: FullReduction, script: Path, scheduler: Scheduler | None = None) -> str:
     """Submit the script (``sbatch --parsable`` / ``qsub``, through :mod:`dwfhpc.scheduler`); returns the job id."""
     try:
-        red.job_id = (scheduler or scheduler_for(red.scheduler)).submit(script)
+        red.job_id = (scheduler or red.scheduler_of_site()).submit(script)
     except CommandNotFound as exc:
         raise CommandNotFound(f"{exc} (--emit FILE writes the script without submitting)") from None
     return red.job_id

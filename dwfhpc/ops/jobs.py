@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from ..scheduler import JOB_PREFIX, QueuedTask, Scheduler, Slurm
+from ..scheduler import JOB_PREFIX, QueuedTask, Scheduler, scheduler_for
 
-__all__ = ["JOB_PREFIX", "QueuedTask", "by_state", "queued_tasks"]
+if TYPE_CHECKING:
+    from ..config import SiteSettings
+
+__all__ = ["JOB_PREFIX", "QueuedTask", "by_state", "queued_tasks", "site_scheduler"]
 
 
-def queued_tasks(prefix: str = JOB_PREFIX, scheduler: Scheduler | None = None) -> list[QueuedTask]:
-    """Every task (array tasks expanded) of jobs whose name starts with ``prefix``; one queue query (Slurm's squeue
-    unless another scheduler is given)."""
-    return (scheduler or Slurm()).tasks(prefix=prefix)
+def site_scheduler(site: SiteSettings | None = None) -> Scheduler:
+    """The scheduler a site submits to: PBS (PBS Pro or Torque, from ``scheduler.pbs_array_syntax``) when
+    ``ingest.executor`` is pbs, else Slurm (also for the local executor: no site, no config -> Slurm)."""
+    if site is None:
+        return scheduler_for("slurm")
+    return scheduler_for("pbs" if site.ingest.executor == "pbs" else "slurm", site.scheduler)
+
+
+def queued_tasks(prefix: str = JOB_PREFIX, scheduler: Scheduler | None = None, *,
+                 site: SiteSettings | None = None) -> list[QueuedTask]:
+    """Every task (array tasks expanded) of jobs whose name starts with ``prefix``; one queue query, to
+    ``scheduler``, else the site's (:func:`site_scheduler`)."""
+    return (scheduler or site_scheduler(site)).tasks(prefix=prefix)
 
 
 def by_state(tasks: list[QueuedTask]) -> dict[str, int]:

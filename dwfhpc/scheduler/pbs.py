@@ -15,7 +15,11 @@ from .base import QueuedTask, Resources, Scheduler, walltime
 
 #: qstat's one-letter states -> the names the collector reads (Slurm's)
 STATES = {"Q": "PENDING", "H": "HELD", "R": "RUNNING", "E": "COMPLETING", "B": "RUNNING", "W": "PENDING",
-          "T": "PENDING", "S": "SUSPENDED"}
+          "T": "PENDING", "S": "SUSPENDED", "U": "SUSPENDED"}
+#: states of a job that has left the queue although qstat still lists it: a finished subjob of an array that
+#: is still running (X), a finished job (F, with job history), one moved to another server (M), Torque's
+#: completed (C, kept for keep_completed seconds). They hold no slot and must count as gone.
+GONE = frozenset("XFMC")
 
 #: PBS Pro's own exit statuses of a job it killed (JOB_EXEC_KILL_*)
 _EXIT_REASONS = {-29: "timeout", -27: "oom", -26: "oom", -28: "timeout"}
@@ -23,6 +27,8 @@ _COMMENT_REASONS = (("timeout", re.compile(r"walltime \S+ exceeded limit", re.I)
                     ("oom", re.compile(r"\bv?mem \S+ exceeded limit", re.I)),
                     ("cancelled", re.compile(r"deleted|qdel", re.I)))
 _ID = re.compile(r"^\d+(\[\d*\])?")
+#: PBS Pro's substate of a finished job that was deleted (JOB_SUBSTATE_TERMINATED; 92 finished, 93 failed)
+_SUBSTATE_TERMINATED = "91"
 
 
 class Pbs(Scheduler):
@@ -86,9 +92,25 @@ class Pbs(Scheduler):
         tasks = []
         for line in text.splitlines():
             fields = line.split()
-            if len(fields) >= 5 and _ID.match(fields[0]):
+            # an array's own line (123[]) is not a task: its subjobs (123[0], ...) are listed after it
+            if len(fields) >= 5 and _ID.match(fields[0]) and "[]" not in fields[0] and fields[-2] not in GONE:
                 tasks.append(QueuedTask(fields[0], fields[1], STATES.get(fields[-2], fields[-2])))
         return tasks
+
+    def tasks(self, *, prefix: str | None = None, user: str | None = None) -> list[QueuedTask]:
+        """As :meth:`Scheduler.tasks`; with a name ``prefix`` (``dwfhpc jobs``) from ``qstat -t -f``, one query too:
+        ``qstat -t``'s table cuts names at 15-16 characters (``dwf-DECam_0000*``), which a prefix cannot match."""
+        if prefix is None:
+            return super().tasks(user=user)
+        self.queries += 1
+        found = []
+        for jid, attrs in parse_qstat_full(self._call(["qstat", "-t", "-f"]).stdout).items():
+            state, name = attrs.get("job_state", ""), attrs.get("Job_Name", "")
+            owner = attrs.get("Job_Owner", "").split("@")[0]
+            if "[]" in jid or state in GONE or not name.startswith(prefix) or (user and owner != user):
+                continue
+            found.append(QueuedTask(jid, name, STATES.get(state, state), attrs.get("comment", "")))
+        return found
 
     def gone_reasons(self, task_ids: Sequence[str]) -> dict[str, str]:
         """One ``qstat -x -f`` for all of them (PBS Pro keeps finished jobs); Torque: nothing."""
@@ -137,6 +159,8 @@ def finished_reason(attrs: dict[str, str]) -> str | None:
     for reason, pattern in _COMMENT_REASONS:
         if pattern.search(comment):
             return reason
+    if attrs.get("substate") == _SUBSTATE_TERMINATED:  # qdel: PBS Pro keeps no comment, Exit_status may be 0
+        return "cancelled"
     status = attrs.get("Exit_status", attrs.get("exit_status"))
     try:
         code = int(status) if status is not None else None

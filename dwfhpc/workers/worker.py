@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -68,15 +69,24 @@ class Worker:
 
     def __init__(self, queue_root: str | os.PathLike[str], *, walltime_end: float | None = None,
                  stop_margin: float = 60.0, idle_poll: float = 0.2, max_idle: float | None = None,
-                 scratch_vars: list[str] | None = None, scratch_fallback: str = "/tmp",
+                 scratch_vars: list[str] | None = None, scratch_fallback: str | None = None,
                  name: str | None = None, job_id: str | None = None):
         self.queue = WorkQueue(queue_root)
         ident, jid = worker_identity()
         self.name, self.job_id = name or ident, job_id or jid
         self.walltime_end, self.stop_margin = walltime_end, stop_margin
         self.idle_poll, self.max_idle = idle_poll, max_idle
-        root = scratch_root(scratch_vars or ["JOBFS", "SLURM_TMPDIR", "TMPDIR"], scratch_fallback)
-        self.cache = CalibrationCache(root / f"dwfhpc-{self.name}-cal")
+        if scratch_vars is None or scratch_fallback is None:  # not told: the config's defaults
+            from ..config import NodeSettings
+
+            default = NodeSettings()
+            scratch_vars = default.scratch_vars if scratch_vars is None else scratch_vars
+            scratch_fallback = default.scratch_fallback if scratch_fallback is None else scratch_fallback
+        # the site's node-local scratch (node.scratch_vars, else node.scratch_fallback), as `node run` uses it
+        self.scratch = scratch_root(list(scratch_vars), scratch_fallback)
+        # the worker's name is its scheduler id (PBS: w123[4].server): brackets in a path are a filter expression
+        # to CFITSIO, which then cannot open the masters copied there
+        self.cache = CalibrationCache(self.scratch / f"dwfhpc-{re.sub(r'[^A-Za-z0-9._-]', '_', self.name)}-cal")
         self.started = time.time()
         self.tasks = 0
         self.state = "starting"
@@ -172,7 +182,8 @@ class Worker:
             result = TaskResult(error=f"{exc}", error_kind=ErrorKind.OTHER, index=ticket.index, spec=ticket.spec,
                                 ccd=ticket.ccd, started=t_claimed, finished=time.time())
         result.worker = {"name": self.name, "job_id": self.job_id, "claimed": t_claimed,
-                         "preload_seconds": round(preload, 4), "task_number": self.tasks + 1}
+                         "preload_seconds": round(preload, 4), "task_number": self.tasks + 1,
+                         "calibrations": str(self.cache.root)}
         write_result(ticket.spec, ticket.index, result)
         self.queue.finish(self.name, ticket)
         return result

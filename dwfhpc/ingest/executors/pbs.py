@@ -7,12 +7,14 @@ lists our subjobs still queued or running (:class:`dwfhpc.scheduler.Pbs` / ``Tor
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 from ...config import SiteSettings
 from ...scheduler import Pbs, scheduler_for
 from ...atomic import atomic_write_text
-from ...templates import worker_script, write_array_script
+from ...templates import render, write_array_script
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 
@@ -44,13 +46,18 @@ class PbsArrayExecutor(ArrayExecutor):
                          folder=str(self.jobs_dir))
 
     def worker_script_for(self, request: WorkerRequest) -> Path:
-        """The warm-worker array script (``pbs_templates/worker-array.pbs``)."""
+        """The warm-worker array script (``pbs_templates/worker-array.pbs``), with the site's scratch
+        (``node.scratch_vars``, ``scratch_fallback``) passed to ``dwfhpc node worker``."""
         res = self.pbs.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
-        (self.jobs_dir / "logs").mkdir(parents=True, exist_ok=True)
+        logs = self.jobs_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         out = self.jobs_dir / f"workers-{len(list(self.jobs_dir.glob('workers-*')))}{self.pbs.script_suffix}"
-        return atomic_write_text(out, worker_script(self.site, "pbs", request.queue_root, request.n, request.name,
-                                                    self.jobs_dir / "logs", resources=res,
-                                                    stop_seconds=request.stop_minutes * 60.0))
+        text = render("pbs", f"worker-array{self.pbs.script_suffix}", setup=res.setup, queue=str(request.queue_root),
+                      time_minutes=int(res.time_minutes), stop_seconds=int(request.stop_minutes * 60.0),
+                      directives=self.pbs.directives(res, job_name=request.name, ntasks=request.n, log_dir=logs),
+                      command=f"{shlex.quote(sys.executable)} -m dwfhpc.cli",
+                      scratch_vars=list(request.scratch_vars), scratch_fallback=request.scratch_fallback)
+        return atomic_write_text(out, text)
 
     def submit_workers(self, request: WorkerRequest) -> Submitted:
         job_id = self.pbs.submit(self.worker_script_for(request))
