@@ -48,8 +48,9 @@ def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- inside the client namespace
 def _transports(n: int, recv: Path, cipher: str | None, *, batch: int, pipeline: bool, stream: bool = False):
     from dwfhpc.config import TransportSettings
-    from dwfhpc.push.stream import StreamTransport
-    from dwfhpc.push.transport import SshTransport, control_dir
+    from dwfhpc.link.rsync import SshTransport
+    from dwfhpc.link.ssh import control_dir
+    from dwfhpc.link.stream import StreamTransport
 
     t = TransportSettings(kind="ssh", host=SIP, user="root", key=str(WAN_DIR / "userkey"),
                           known_hosts=str(WAN_DIR / "known_hosts"), staging=str(recv / "staging"),
@@ -76,7 +77,7 @@ def push_streams(raw: Path, n: int, recv: Path, work: Path, cipher: str | None, 
 
     from dwfhpc.parts import pack_exposure
     from dwfhpc.push.journal import Journal
-    from dwfhpc.push.scheduler import Flight, Policy
+    from dwfhpc.push.order import Flight, Policy
     from dwfhpc.push.sender import Retry, Sender
     from dwfhpc.push.view import PushView, StreamStats, ViewState
 

@@ -169,7 +169,7 @@ def test_orphans_in_staging_are_reported_and_removed_when_the_receiver_starts(tm
 def test_orphans_are_swept_periodically_while_the_receiver_runs(tmp_path):
     """A real receiver process (``serve`` with a 2 s orphan age) removes an orphan that appears while it waits."""
     staging, inbox = tmp_path / "staging", tmp_path / "inbox"
-    code = ("import sys; from dwfhpc.push.receiver import serve; "
+    code = ("import sys; from dwfhpc.link.receiver import serve; "
             f"sys.exit(serve(sys.stdin.buffer, sys.stdout.buffer, {str(staging)!r}, {str(inbox)!r}, orphan_seconds=2))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=ENV)
@@ -310,8 +310,8 @@ def test_hsc_ids_of_6_to_10_digits_are_recognised_and_give_the_visit(exp_id, fra
 def test_no_name_or_id_pattern_accepts_a_trailing_newline_or_a_near_miss():
     from dwfhpc.instruments.hsc import FRAME_ID
     from dwfhpc.layout import PART_RE
+    from dwfhpc.link.protocol import PART_FILE_RE, SHA256_RE
     from dwfhpc.parts import schema
-    from dwfhpc.push.receiver import _SHA256
 
     assert not HSC.is_raw_name("HSCA90333426.fits\n") and HSC.is_raw_name("HSCA90333426.fits")
     assert HSC.is_raw_name("HSCA1234567826.fits.fz")  # an 8-digit visit
@@ -321,7 +321,8 @@ def test_no_name_or_id_pattern_accepts_a_trailing_newline_or_a_near_miss():
         assert identify(hsc_header(EXP_ID=value, FRAMEID=value)) is None, value
     valid = {schema.NIGHT_RE: "2026-01-02", schema.DATE_OBS_RE: "2026-01-02T03:04:05.6", schema.FILTER_RE: "r",
              schema.TEXT_RE: "field", schema.SHA256_RE: "a" * 64, schema.CREATED_RE: "2026-01-02T03:04:05Z",
-             schema.HEADER_RE: "SIMPLE  =", PART_RE: "DECam_00200666.p1of4", _SHA256: "b" * 64,
+             schema.HEADER_RE: "SIMPLE  =", PART_RE: "DECam_00200666.p1of4", SHA256_RE: "b" * 64,
+             PART_FILE_RE: "DECam_00200666.p1of4.manifest.json",
              schema.EXPID_FORMAT["decam"][1]: "DECam_00200666", schema.EXPID_FORMAT["hsc"][1]: "HSC_0903334"}
     for pattern, text in valid.items():
         assert pattern.match(text), pattern.pattern

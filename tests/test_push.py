@@ -17,9 +17,11 @@ import pytest
 
 from dwfhpc.config import load_site
 from dwfhpc.errors import TransferError
+from dwfhpc.link import check_part_file_name, classify
+from dwfhpc.link.rsync import SshTransport
+from dwfhpc.link.ssh import control_dir
 from dwfhpc.push import Journal, LocalTransport, Push, PushOptions, parse_list_only
-from dwfhpc.push.scheduler import Policy
-from dwfhpc.push.transport import SshTransport, check_part_file_name, classify, control_dir
+from dwfhpc.push.order import Policy
 from dwfhpc.push.watcher import Watcher, is_temporary
 from dwfhpc.simulate import simulate_decam_exposure, simulate_hsc_visit
 
@@ -87,7 +89,8 @@ def expected_names(expnums, k=2) -> list[str]:
 def test_part_names_are_checked_before_any_command():
     assert check_part_file_name("DECam_01100001.p1of4.tar")
     assert check_part_file_name("HSC_0903334.p2of2.manifest.json")
-    for bad in ("x; rm -rf ~.p1of2.tar", "$(id).p1of2.tar", "../DECam_1.p1of2.tar", "DECam_1.tar", "a b.p1of2.tar"):
+    for bad in ("x; rm -rf ~.p1of2.tar", "$(id).p1of2.tar", "../DECam_1.p1of2.tar", "DECam_1.tar", "a b.p1of2.tar",
+                "DECam_01100001.p1of4.tar\n", "DECam_01100001.p1of4.manifest.json\n"):  # \Z: no trailing newline
         with pytest.raises(TransferError):
             check_part_file_name(bad)
 
@@ -104,7 +107,7 @@ def test_retryable_classification():
 def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
     """Both files after ``--``, the destination a folder, our ``-e ssh`` with host keys checked; no shell."""
     from dwfhpc.config import TransportSettings
-    from dwfhpc.push import transport as tmod
+    from dwfhpc.link import rsync as tmod
 
     (tmp_path / "known_hosts").write_text("")
     t = TransportSettings(kind="ssh", host="recv.example", user="dwf", known_hosts=str(tmp_path / "known_hosts"),
@@ -115,8 +118,8 @@ def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 0, "-rw-r--r--  5 2025/01/01 00:00:00 A.p1of1.tar\n", "")
 
-    monkeypatch.setattr(tmod, "_run", fake_run)
     tr = SshTransport(t, None, 1, tmp_path)
+    monkeypatch.setattr(tr, "run", fake_run)  # every command of an ssh transport goes through SshLink.run
     tar, man = tmp_path / "DECam_01100001.p1of2.tar", tmp_path / "DECam_01100001.p1of2.manifest.json"
     man.write_text(json.dumps({"tar_sha256": "f" * 64}))
     tr.deliver(tar, man)
@@ -136,14 +139,12 @@ def test_rsync_command_lines_built_by_sysrsync(tmp_path, monkeypatch):
 def test_batch_one_rsync_call_one_move_each_tarball_before_its_manifest(tmp_path, monkeypatch):
     """Several parts: ONE rsync call with all their files, ONE remote move: tar1 man1 tar2 man2 in that order."""
     from dwfhpc.config import TransportSettings
-    from dwfhpc.push import transport as tmod
-
     (tmp_path / "known_hosts").write_text("")
     t = TransportSettings(kind="ssh", host="recv.example", known_hosts=str(tmp_path / "known_hosts"),
                           staging="/data/staging", inbox="/data/inbox")
     calls: list[list[str]] = []
-    monkeypatch.setattr(tmod, "_run", lambda argv, timeout, what: calls.append(argv))
     tr = SshTransport(t, None, 0, tmp_path)
+    monkeypatch.setattr(tr, "run", lambda argv, timeout, what: calls.append(argv))
     parts = [(tmp_path / f"DECam_01100001.p{k}of3.tar", tmp_path / f"DECam_01100001.p{k}of3.manifest.json")
              for k in (1, 2, 3)]
     for k, (_, man) in enumerate(parts):
@@ -166,7 +167,7 @@ def test_streams_take_equal_shares_of_the_queue():
     """16 parts queued, 4 idle streams, batch_parts 8: each stream takes 4; batch_parts 1: one each."""
     from types import SimpleNamespace
 
-    from dwfhpc.push.scheduler import Flight
+    from dwfhpc.push.order import Flight
     from dwfhpc.push.sender import Sender
 
     for batch_parts, want in ((8, [4, 4, 4, 4]), (3, [3, 3, 3, 3]), (1, [1, 1, 1, 1])):

@@ -18,8 +18,9 @@ import pytest
 
 import dwfhpc
 from dwfhpc.errors import TransferError
-from dwfhpc.push.stream import StreamTransport
-from dwfhpc.push.transport import control_dir, make_transports
+from dwfhpc.link import make_transports
+from dwfhpc.link.ssh import control_dir
+from dwfhpc.link.stream import StreamTransport
 
 from test_push import drop, inbox_files, journal_rows, raw_cache, run_push, site_for  # noqa: F401 (fixture)
 

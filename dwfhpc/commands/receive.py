@@ -16,6 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..push.receiver import serve
+    from ..link.receiver import serve
 
     return serve(sys.stdin.buffer, sys.stdout.buffer, args.staging, args.inbox)

@@ -19,7 +19,7 @@ from ..config import PushSettings
 from ..errors import DwfError
 from ..parts import Part, pack_exposure
 from .journal import ExposureRow, Journal
-from .scheduler import Flight
+from .order import Flight
 from .view import PushView
 
 

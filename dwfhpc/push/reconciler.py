@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from ..config import SiteSettings
+from ..link import Transport
 from .journal import Journal
-from .scheduler import Flight
+from .order import Flight
 from .sender import Retry
-from .transport import Transport
 from .view import PushView
 
 

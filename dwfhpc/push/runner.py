@@ -1,6 +1,6 @@
 """The push main loop: wires the watcher, the packer, the streams and the reconciler, and drives them.
 
-:class:`~dwfhpc.push.watcher.Watcher` finds complete exposures, :class:`~dwfhpc.push.scheduler.Policy`
+:class:`~dwfhpc.push.watcher.Watcher` finds complete exposures, :class:`~dwfhpc.push.order.Policy`
 picks which to start, :class:`~dwfhpc.push.packer.Packer` packs them into parts,
 :class:`~dwfhpc.push.sender.Sender` delivers the parts on N streams,
 :class:`~dwfhpc.push.reconciler.Reconciler` resumes a killed run and does the end-of-night count;
@@ -13,13 +13,13 @@ import threading
 from typing import Any
 
 from ..config import SiteSettings
+from ..link import Transport, make_transports
 from ..locking import RESTART_WAIT_SECONDS, FileLock
 from .journal import Journal
+from .order import Flight, Policy, PushOutcome
 from .packer import Packer
 from .reconciler import Reconciler
-from .scheduler import Flight, Policy, PushOutcome
 from .sender import Retry, Sender
-from .transport import Transport, make_transports
 from .view import PushView, StreamStats, ViewState
 from .watcher import Watcher
 

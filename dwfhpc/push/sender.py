@@ -15,9 +15,9 @@ from typing import TypeVar
 
 from ..config import TransportSettings
 from ..errors import TransferError
+from ..link import Transport
 from .journal import Journal
-from .scheduler import Flight, QueuedPart
-from .transport import Transport
+from .order import Flight, QueuedPart
 from .view import PushView, StreamStats, ViewState
 
 T = TypeVar("T")

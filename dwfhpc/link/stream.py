@@ -2,14 +2,15 @@
 
 :class:`StreamTransport` (``transport.kind: ssh`` with ``transport.stream: true``) opens ``ssh HOST
 dwfhpc receive ...`` once, through the stream's ControlMaster, and writes every part of every batch
-into it as frames (protocol in :mod:`dwfhpc.push.receiver`): no rsync handshake and no remote
+into it as frames (:mod:`dwfhpc.link.protocol`; the conversation in :mod:`dwfhpc.link.receiver`): no rsync handshake and no remote
 move per part. The receiver publishes a part (tarball, then manifest) when its manifest frame has
 arrived and matched, so :meth:`StreamTransport.send` returns with the batch already in the inbox
 and :meth:`StreamTransport.move` has nothing left to do.
 
 A stalled link (no byte accepted and no answer for ``transport.timeout_seconds``) or a broken
 channel ends the process; the batch fails retryably and is sent again whole on a fresh process.
-Listings (end-of-night) still go through rsync, as in :class:`~dwfhpc.push.transport.SshTransport`.
+Staging and inbox creation, the ControlMaster and listings (end-of-night, through rsync) are
+:class:`~dwfhpc.link.ssh.SshLink`'s, as for :class:`~dwfhpc.link.rsync.SshTransport`.
 """
 
 from __future__ import annotations
@@ -21,21 +22,23 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from ..config import SiteSettings, TransportSettings
+from ..atomic import sha256_file
 from ..errors import TransferError
-from .receiver import PROTOCOL
-from .transport import PartFiles, SshTransport, _batch_names, _file_sha256, _what, classify, tar_digests
+from .protocol import CHUNK, PROTOCOL, PartFiles, batch_names, classify, describe_batch, frame_header, tar_digests
+from .ssh import SshLink
 
-_CHUNK = 1 << 20
+if TYPE_CHECKING:
+    from ..config import SiteSettings, TransportSettings
+
 #: added to the stall limit while a receiver starts (ssh connection, the receiver's Python start-up)
 STARTUP_GRACE_SECONDS = 30.0
 #: the remote shell's "command not found" / "not executable": no retry installs dwfhpc there
 _NOT_INSTALLED = (126, 127)
 
 
-class StreamTransport(SshTransport):
+class StreamTransport(SshLink):
     """rsync-free delivery over one long-lived ``dwfhpc receive`` per stream (see the module text)."""
 
     def __init__(self, settings: TransportSettings, site: SiteSettings | None, stream: int, cm_dir: Path):
@@ -145,15 +148,15 @@ class StreamTransport(SshTransport):
 
     def _write_frame(self, proc: subprocess.Popen, path: Path, digest: str) -> None:
         size = path.stat().st_size
-        proc.stdin.write(json.dumps({"name": path.name, "bytes": size, "sha256": digest}).encode() + b"\n")
+        proc.stdin.write(frame_header(path.name, size, digest))
         with open(path, "rb") as fh:
-            while block := fh.read(_CHUNK):
+            while block := fh.read(CHUNK):
                 proc.stdin.write(block)
                 self._progress()
 
     def send(self, parts: list[PartFiles]) -> None:
         """Write the batch's frames, then read one answer per file: the batch is in the inbox on return."""
-        names = _batch_names(parts)
+        names = batch_names(parts)
         digests = tar_digests(parts)
         errors: list[str] = []
         retryable = True
@@ -163,7 +166,7 @@ class StreamTransport(SshTransport):
                 proc = self._ensure()
                 for tar, manifest in parts:
                     self._write_frame(proc, tar, digests[tar.name])
-                    self._write_frame(proc, manifest, _file_sha256(manifest))
+                    self._write_frame(proc, manifest, sha256_file(manifest))
                 proc.stdin.flush()
                 for _ in names:
                     answer = self._read_answer(proc)
@@ -175,11 +178,11 @@ class StreamTransport(SshTransport):
             finally:
                 self._busy_since = None
         if errors:
-            raise TransferError(f"the receiver refused {_what(parts)}: " + "; ".join(errors), retryable=retryable)
+            raise TransferError(f"the receiver refused {describe_batch(parts)}: " + "; ".join(errors), retryable=retryable)
 
     def move(self, parts: list[PartFiles]) -> None:
         """Nothing to do: the receiver published each part when its manifest arrived."""
-        _batch_names(parts)
+        batch_names(parts)
 
     def close(self) -> None:
         """End the receiver (end of input), then the master."""

@@ -2,7 +2,8 @@
 
 With ``transport.stream: true`` each push stream keeps ONE ``ssh HOST dwfhpc receive --staging S
 --inbox I`` running over its ControlMaster and feeds it part after part, so a part pays no rsync
-handshake (~2.2 s at 300 ms RTT) and no remote move command. Protocol ``dwfhpc-receive/1``:
+handshake (~2.2 s at 300 ms RTT) and no remote move command. Protocol ``dwfhpc-receive/1`` (its
+names, frame header and publish rule are :mod:`dwfhpc.link.protocol`'s, shared with the sender):
 
 - the receiver first writes ``{"hello": "dwfhpc-receive/1"}`` (one JSON line);
 - the sender writes frames: a JSON header line ``{"name": N, "bytes": B, "sha256": H}`` and then B
@@ -44,23 +45,14 @@ import time
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from ..errors import TransferError
-from .transport import _file_sha256, check_part_file_name
+from .protocol import (CHUNK, MAX_HEADER_BYTES, PART_FILE_BODY, PROTOCOL, ManifestUnusable, ProtocolError,
+                       PublishError, manifest_tar_sha256, parse_header, publish_part)
 
-PROTOCOL = "dwfhpc-receive/1"
-MAX_HEADER_BYTES = 4096
-MAX_FRAME_BYTES = 64 << 30  # far above any part; a header claiming more is refused
-MAX_MANIFEST_BYTES = 256 << 20  # far above any manifest (headers of ~100 CCDs); never read into memory past it
 #: staging files of this protocol untouched this long are orphans (far above transport.timeout_seconds,
 #: after which a stalled stream's receiver is killed, and the seconds between a tarball and its manifest)
 ORPHAN_SECONDS = 3600.0
-_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")  # \Z, not $: `$` also matches before a trailing newline
-#: a part file name, whole (:func:`check_part_file_name` with no trailing newline or control character)
-_PART_NAME = re.compile(r"^[A-Za-z0-9_\-]+\.p[0-9]+of[0-9]+\.(tar|manifest\.json)\Z")
 #: what this protocol leaves in staging: part files and ``.<part file>.<pid>.receiving`` temporaries
-_STAGED = re.compile(r"^(?P<tmp>\.)?[A-Za-z0-9_\-]+\.p[0-9]+of[0-9]+\.(?P<kind>tar|manifest\.json)"
-                     r"(?(tmp)\.[0-9]+\.receiving)\Z")
-_CHUNK = 1 << 20
+_STAGED = re.compile(rf"^(?P<tmp>\.)?{PART_FILE_BODY}(?(tmp)\.[0-9]+\.receiving)\Z")
 
 
 def _discard(path: Path) -> None:
@@ -76,31 +68,6 @@ class FrameError(Exception):
     def __init__(self, text: str, retryable: bool = True):
         super().__init__(text)
         self.retryable = retryable
-
-
-class ProtocolError(Exception):
-    """The input is not this protocol (no frame boundary to resume from): the receiver stops."""
-
-
-def parse_header(line: bytes) -> tuple[str, int, str]:
-    """``(name, bytes, sha256)`` of a frame header line; :class:`ProtocolError` when it is not one."""
-    if not line.endswith(b"\n"):
-        raise ProtocolError(f"frame header longer than {MAX_HEADER_BYTES} bytes or cut short")
-    try:
-        header = json.loads(line)
-        name, size, digest = header["name"], header["bytes"], header["sha256"]
-    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:  # not UTF-8, not an object, ...
-        raise ProtocolError(f"not a frame header ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(name, str) or not isinstance(size, int) or isinstance(size, bool) \
-            or not 0 <= size <= MAX_FRAME_BYTES or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        raise ProtocolError(f"frame header fields out of range: {line[:200]!r}")
-    try:
-        check_part_file_name(name)
-    except TransferError as exc:
-        raise ProtocolError(exc.problem) from None
-    if not _PART_NAME.fullmatch(name):  # e.g. a trailing newline, which `$` lets through
-        raise ProtocolError(f"refusing a frame whose name is not a part name: {name!r}")
-    return name, size, digest
 
 
 def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: str) -> None:
@@ -120,7 +87,7 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
         except OSError as exc:
             write_error = exc
         while left:
-            block = inp.read(min(_CHUNK, left))
+            block = inp.read(min(CHUNK, left))
             if not block:
                 raise EOFError(f"input ended {left} bytes before the end of {name}")
             left -= len(block)
@@ -154,51 +121,25 @@ def receive_frame(inp: BinaryIO, staging: Path, name: str, size: int, digest: st
         raise FrameError(f"cannot write {staging / name}: {exc.strerror or exc}") from None
 
 
-def manifest_tar_sha256(manifest: Path) -> str:
-    """The ``tar_sha256`` a staged manifest records.
-
-    :class:`FrameError` (not retryable: the same bytes fail again) when the file is larger than
-    :data:`MAX_MANIFEST_BYTES`, not UTF-8 JSON, nested past the parser's depth, not a JSON object,
-    or has no valid ``tar_sha256``.
-    """
-    if manifest.stat().st_size > MAX_MANIFEST_BYTES:
-        raise FrameError(f"manifest not usable: larger than {MAX_MANIFEST_BYTES >> 20} MiB", retryable=False)
-    try:
-        data = json.loads(manifest.read_bytes())
-    except RecursionError:
-        raise FrameError("manifest not usable: JSON nested too deeply", retryable=False) from None
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise FrameError(f"manifest not usable: not JSON ({str(exc)[:200]})", retryable=False) from None
-    if not isinstance(data, dict):
-        raise FrameError(f"manifest not usable: a JSON {type(data).__name__}, not an object", retryable=False)
-    digest = data.get("tar_sha256")
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        raise FrameError("manifest not usable: no valid tar_sha256 (64 lowercase hex digits)", retryable=False)
-    return digest
-
-
 def publish(staging: Path, inbox: Path, manifest_name: str, received: dict[str, str]) -> None:
-    """Move a part staging -> inbox, tarball first, manifest last, once the tarball matches the manifest.
+    """Publish the part whose manifest has just arrived, by the publish rule (:func:`~dwfhpc.link.protocol.publish_part`).
 
     ``received`` holds the sha256 of tarballs taken this session (hashed on arrival, not read again).
-    An unusable manifest is removed from staging and refused (:func:`manifest_tar_sha256`).
+    An unusable manifest (:func:`~dwfhpc.link.protocol.manifest_tar_sha256`) is removed from staging
+    and refused, not retryably: the same bytes fail again.
     """
     stem = manifest_name.removesuffix(".manifest.json")
-    tar, manifest = staging / f"{stem}.tar", staging / manifest_name
+    tar_name = f"{stem}.tar"
     try:
-        want = manifest_tar_sha256(manifest)
-    except FrameError:
-        _discard(manifest)
-        raise
-    if not tar.exists():
-        raise FrameError(f"{tar.name} is not in staging: the part must be sent again, tarball first")
-    got = received.get(tar.name) or _file_sha256(tar)
-    if got != want:
-        tar.unlink(missing_ok=True)
-        raise FrameError(f"{tar.name}: sha256 {got[:12]}... does not match the manifest's {want[:12]}...")
-    os.replace(tar, inbox / tar.name)
-    os.replace(manifest, inbox / manifest_name)
-    received.pop(tar.name, None)
+        want = manifest_tar_sha256(staging / manifest_name)
+    except ManifestUnusable as exc:
+        _discard(staging / manifest_name)
+        raise FrameError(str(exc), retryable=False) from None
+    try:
+        publish_part(staging, inbox, tar_name, manifest_name, want, got=received.get(tar_name))
+    except PublishError as exc:
+        raise FrameError(str(exc)) from None
+    received.pop(tar_name, None)
 
 
 class SenderGone(Exception):
