@@ -11,7 +11,11 @@ pax records with a right or made-up checksum, GNU sparse records and members, lo
 chains; sparse and oversized tarballs; two bad copies of a part in one second; tarballs whose manifest
 never comes), scanned the way the daemon scans, and prints a table by class: cases, handled
 (quarantined with a reason naming the problem), daemon exits (an exception out of a scan), scan time
-p95 / max, good parts delayed past the first scan, writes outside the configured folders.
+p95 / max, good parts delayed past the first scan, writes outside the configured folders. Then the rows of
+``fuzz_hostile_members.py`` (FITS size claims and calibration liars run through the inbox, the node task
+in-process and the masters build; re-delivery of an exposure under other part counts) and of
+``fuzz_hostile_link.py`` (bad manifest frames to a real ``dwfhpc receive``; YAML alias bombs to
+``dwfhpc config check``), with a notes column (node task time, peak RSS growth, ...).
 
 Usage::
 
@@ -34,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import test_inbox_fuzz as fuzz  # noqa: E402
 
@@ -150,13 +155,19 @@ def hostile(rounds: int) -> int:
     from dwfhpc.ingest.inbox import Inbox
     from dwfhpc.state import StateDB
 
+    import fuzz_hostile_link
+    import fuzz_hostile_members
+
+    def new_row() -> dict:
+        return {"cases": 0, "handled": 0, "exits": 0, "scans": [], "delayed": 0, "outside": 0, "notes": ""}
+
     rows: dict[str, dict] = {}
     failures = []
     n = 700_000
     for r in range(rounds):
         for cls, name, make, grace in _hostile_cases():
             n += 1
-            row = rows.setdefault(cls, {"cases": 0, "handled": 0, "exits": 0, "scans": [], "delayed": 0, "outside": 0})
+            row = rows.setdefault(cls, new_row())
             tmp = Path(tempfile.mkdtemp(prefix="dwf-hostile-"))
             try:
                 w = fuzz.make_world(tmp)
@@ -218,18 +229,23 @@ def hostile(rounds: int) -> int:
                         row["outside"] += 1
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    print("| class | cases | handled | daemon exits | scan p95 / max (s) | good parts delayed | writes outside |")
-    print("|---|---|---|---|---|---|---|")
+    for more in (fuzz_hostile_members, fuzz_hostile_link):  # what the node, the masters, the receiver and config see
+        table, more_failures = more.rows(rounds, new_row)
+        rows.update(table)
+        failures += more_failures
+    print("| class | cases | handled | daemon exits | scan p95 / max (s) | good parts delayed | writes outside | notes |")
+    print("|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for cls, row in rows.items():
         scans = sorted(row["scans"]) or [0.0]
         p95 = scans[min(len(scans) - 1, int(0.95 * len(scans)))]
         worst = max(worst, scans[-1])
         print(f"| {cls} | {row['cases']} | {row['handled']} | {row['exits']} | {p95:.3f} / {scans[-1]:.3f} | "
-              f"{row['delayed']} | {row['outside']} |")
+              f"{row['delayed']} | {row['outside']} | {row['notes']} |")
     for f in failures:
         print("FAILED:", f)
     missed = failures or worst >= 2.0
+    print("scan: an inbox scan; receiver frames: a bad part + a good one answered; YAML: the refusal, after the imports")
     print(f"targets: 0 exits, 0 outside, all named, slowest scan {worst:.2f} s < 2 s, 0 delayed: "
           + ("MISSED" if missed else "met"))
     return 1 if missed else 0

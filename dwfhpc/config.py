@@ -345,16 +345,17 @@ MAX_CONFIG_DEPTH = 64
 
 
 def _bound_nodes(root: yaml.Node, path: Path) -> None:
-    """Refuse a composed file whose aliases expand past :data:`MAX_CONFIG_NODES` values, that nests
-    deeper than :data:`MAX_CONFIG_DEPTH` or whose aliases refer to themselves.
+    """Refuse a composed file whose aliases expand past :data:`MAX_CONFIG_NODES` values or past
+    :data:`MAX_CONFIG_BYTES` characters of text (one long string repeated through aliases would reach
+    every job script), that nests deeper than :data:`MAX_CONFIG_DEPTH` or whose aliases refer to themselves.
 
     Each distinct node is measured once (its expanded size and height memoised), so a billion-laughs
     file is refused in time proportional to its text, not to its expansion.
     """
-    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, height)
+    measured: dict[int, tuple[int, int, int]] = {}  # id(node) -> (expanded values, expanded characters, height)
     open_nodes: set[int] = set()
 
-    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int, int]:
         key = id(node)
         if key in open_nodes:
             raise ConfigError(f"a YAML alias refers to the value it is part of (line {node.start_mark.line + 1}): "
@@ -370,20 +371,22 @@ def _bound_nodes(root: yaml.Node, path: Path) -> None:
             else:
                 children = []
             open_nodes.add(key)
-            size, height = 1, 0
+            size, chars, height = 1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0, 0
             for child in children:
-                child_size, child_height = measure(child, depth + 1)
-                size, height = size + child_size, max(height, child_height + 1)
-                if size > MAX_CONFIG_NODES:
-                    raise ConfigError(f"more than {MAX_CONFIG_NODES} values once its YAML aliases are expanded "
+                child_size, child_chars, child_height = measure(child, depth + 1)
+                size, chars, height = size + child_size, chars + child_chars, max(height, child_height + 1)
+                if size > MAX_CONFIG_NODES or chars > MAX_CONFIG_BYTES:
+                    what = (f"{MAX_CONFIG_NODES} values" if size > MAX_CONFIG_NODES
+                            else f"{MAX_CONFIG_BYTES} characters")
+                    raise ConfigError(f"more than {what} once its YAML aliases are expanded "
                                       f"(from line {node.start_mark.line + 1}; an alias bomb?): not a configuration",
                                       path)
             open_nodes.discard(key)
-            measured[key] = (size, height)
-        size, height = measured[key]
+            measured[key] = (size, chars, height)
+        size, chars, height = measured[key]
         if depth + height > MAX_CONFIG_DEPTH:
             raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels (line {node.start_mark.line + 1})", path)
-        return size, height
+        return size, chars, height
 
     measure(root, 0)
 

@@ -256,7 +256,7 @@ def test_a_yaml_alias_bomb_is_refused_fast_in_little_memory_naming_the_file(tmp_
     assert measure_load(modest)["error"] is None
 
 
-@pytest.mark.parametrize("kind", ["recursive", "deep", "not-utf8", "huge"])
+@pytest.mark.parametrize("kind", ["recursive", "deep", "not-utf8", "huge", "long-string-repeated"])
 def test_other_hostile_yaml_is_a_config_error_naming_the_file(tmp_path, kind):
     path = tmp_path / f"{kind}.yaml"
     if kind == "recursive":
@@ -265,6 +265,9 @@ def test_other_hostile_yaml_is_a_config_error_naming_the_file(tmp_path, kind):
     elif kind == "deep":
         path.write_text("name: d\nscheduler:\n  extra: " + "[" * 3000 + "]" * 3000 + "\n")
         reason = "nested deeper than"
+    elif kind == "long-string-repeated":  # few values, but 9000 x 100 kB would land in every job script
+        path.write_text("name: s\nscheduler:\n  setup: [&b " + "x" * 100_000 + ", " + ", ".join(["*b"] * 9000) + "]\n")
+        reason = "characters once its YAML aliases are expanded"
     elif kind == "not-utf8":
         path.write_bytes(b"name: \xff\xfe\n")
         reason = "not UTF-8 text"
