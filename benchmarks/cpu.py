@@ -18,8 +18,13 @@ ingest --drain, which files them and builds the masters) before the science phas
 is measured apart and never divided into the science figures. Both trees run in sequence on the
 same inputs (made once by the current tree's simulator: RICE tile-compressed DECam ``.fits.fz``).
 
+``--warm-only``: only step 4 (no pack/transfer/ingest figures): the current tree packs the inputs,
+they are copied into the inbox and drained by its ingest (calibration, then science) to make the
+masters and task specs once (not measured; ``--warm-work DIR`` keeps them and re-uses them), then
+each tree's warm worker runs on those same specs; prints a per-step table (no report file).
+
 Usage: python3 benchmarks/cpu.py [--ccds 8] [--exposures 3] [--baseline REV_OR_PATH] [--current PATH]
-       [--out benchmarks/results/cpu.md] [--quick] [--keep]
+       [--out benchmarks/results/cpu.md] [--quick] [--keep] [--warm-only [--warm-work DIR]]
 """
 
 from __future__ import annotations
@@ -172,23 +177,68 @@ def ingest(tree: Path, site: Path, work: Path, logs: Path, what: str) -> dict:
     return out
 
 
-def warm(tree: Path, work: Path, inputs: dict, logs: Path) -> dict:
-    log = logs / "warm.log"
+def warm(tree: Path, work: Path, inputs: dict, logs: Path, *, packer: bool = True, tag: str = "") -> dict:
+    log = logs / f"warm{tag}.log"
+    extra = ["--raws", *map(str, inputs["sci"]), "--pack-out", str(work / f"warm-pack{tag}")] if packer else []
     m = run_measured([PY, str(HERE / "cpu_warm.py"), "--specs", str(work / "site" / "cluster" / "specs"),
-                      "--products", str(work / "warm-products"), "--scratch", str(work / "warm-scratch"),
-                      "--raws", *map(str, inputs["sci"]), "--pack-out", str(work / "warm-pack")],
-                     env=tree_env(tree), cwd=work, log=log, check=False)
+                      "--products", str(work / f"warm-products{tag}"), "--scratch", str(work / f"warm-scratch{tag}"),
+                      *extra], env=tree_env(tree), cwd=work, log=log, check=False)
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("{")]
     if m.rc != 0 or not lines:
         raise RuntimeError(f"warm worker exited {m.rc}: {log.read_text(errors='replace')[-1500:]}")
     out = json.loads(lines[-1])
     out["process_cpu"] = m.cpu
     w = out["worker"]
+    packed = out.get("packer", {}).get("rows", [])
     say(f"  warm worker: {sum(r['cpu'] for r in w) / len(w):.3f} CPU-s per CCD over {len(w)} CCDs on core "
-        f"{out['core']}; warm packer "
-        f"{sum(r['cpu'] for r in out['packer']['rows']) / max(1, sum(r['ccds'] for r in out['packer']['rows'])):.4f} "
-        f"CPU-s per CCD")
+        f"{out['core']}" + (f"; warm packer {sum(r['cpu'] for r in packed) / max(1, sum(r['ccds'] for r in packed)):.4f}"
+                            f" CPU-s per CCD" if packed else ""))
     return out
+
+
+def prepare_warm(tree: Path, inputs: dict, work: Path) -> None:
+    """Masters and science task specs for the warm worker, made once by ``tree`` (nothing measured)."""
+    specs = work / "site" / "cluster" / "specs"
+    if specs.is_dir() and any(specs.rglob("*.json")):
+        say(f"re-using the specs and masters in {work}")
+        return
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    site = site_yaml(tree, work, inputs["refcat"])
+    inbox = work / "site" / "cluster" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for what in ("cal", "sci"):
+        for row in pack_all(tree, inputs[what], work / "outgoing", logs):
+            for f in sorted(row["dir"].glob("*.tar")) + sorted(row["dir"].glob("*.manifest.json")):
+                shutil.copyfile(f, inbox / f.name)  # parts before manifests, as push sends them
+        ingest(tree, site, work, logs, what)
+
+
+def warm_table(results: dict) -> str:
+    """Markdown: mean CPU-s per CCD by step for each tree (as the report's warm-worker table)."""
+    sys.path.insert(0, str(HERE))
+    from cpu_warm import ORDER
+
+    labels = list(results)
+    head = "| step | " + " | ".join(f"{k} CPU-s / CCD" for k in labels) + " |"
+    lines = [head, "|" + "---|" * (len(labels) + 1)]
+    means = {}
+    for k, res in results.items():
+        rows = res["worker"]
+        steps: dict[str, float] = {}
+        for r in rows:
+            for s, v in r["steps"].items():
+                steps[s] = steps.get(s, 0.0) + v / len(rows)
+        means[k] = (steps, sum(r["cpu"] for r in rows) / len(rows), sorted(r["cpu"] for r in rows)[len(rows) // 2])
+    names = [s for s in ORDER if any(s in m[0] for m in means.values())]
+    names += sorted({s for m in means.values() for s in m[0]} - set(names))
+    for s in names:
+        lines.append(f"| {s} | " + " | ".join(f"{means[k][0].get(s, 0.0):.3f}" for k in labels) + " |")
+    lines.append("| **per CCD (mean)** | " + " | ".join(f"**{means[k][1]:.3f}**" for k in labels) + " |")
+    lines.append("| per CCD (median) | " + " | ".join(f"{means[k][2]:.3f}" for k in labels) + " |")
+    lines.append("| import dwfhpc + dwfhpc.node.run (once) | "
+                 + " | ".join(f"{results[k]['import_cpu']:.3f}" for k in labels) + " |")
+    return "\n".join(lines)
 
 
 def measure_tree(label: str, tree: Path, inputs: dict, work: Path) -> dict:
@@ -232,6 +282,10 @@ def main() -> int:
                     help="keep the simulated inputs in this folder, and re-use them if already there")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (printed) for inspection")
     ap.add_argument("--render", type=Path, default=None, help="only write the report from a --json file")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="only the warm worker (step 4) of each tree, on specs made once by the current tree")
+    ap.add_argument("--warm-work", type=Path, default=None,
+                    help="with --warm-only: make (or re-use) the masters and specs in this folder")
     args = ap.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text())
@@ -255,6 +309,16 @@ def main() -> int:
         load_before = os.getloadavg()
         say(f"work folder {root}; nproc {os.cpu_count()}; load average {load_before}")
         inputs = make_inputs(current, args.inputs or root / "inputs", args.ccds, args.exposures)
+        if args.warm_only:
+            work = args.warm_work.resolve() if args.warm_work else root / "warm"
+            prepare_warm(current, inputs, work)
+            warm_res = {label: warm(tree, work, inputs, work / "logs", packer=False, tag=f"-{label}")
+                        for label, tree in (("baseline", baseline), ("current", current))}
+            if args.json:
+                args.json.write_text(json.dumps({"load": os.getloadavg(), "results": warm_res}, indent=1,
+                                                default=str))
+            print(warm_table(warm_res))
+            return 0
         results = {}
         for label, tree in (("baseline", baseline), ("current", current)):
             results[label] = measure_tree(label, tree, inputs, root / label)

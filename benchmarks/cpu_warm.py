@@ -32,7 +32,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 STEPS = {  # function name -> step, wherever a tree defines or imports it (a tree may lack some names)
     "extract_member": "stage", "sha256_file": "verify", "check_member_file": "verify",
-    "restore_ccd": "decompress", "check_restored": "decompress",
+    "restore_ccd": "decompress", "check_restored": "decompress", "restore_pixels": "decompress",
     "read_raw_ccds": "read", "read_pixels": "read", "read_master": "read", "read_master_pixels": "read",
     "bpm_file": "read", "bad_pixel_mask": "read", "bad_pixel_boxes": "read", "find_masters": "read",
     "calibrate_array": "calibrate", "flag_boxes": "calibrate",

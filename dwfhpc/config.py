@@ -257,6 +257,10 @@ class CalibrationSettings(Strict):
     rice_qlevel: float = Field(4.0, gt=0)
     wcs_match_radius_arcsec: float = Field(3.0, gt=0)
     wcs_min_matches: int = Field(5, ge=1)
+    masters_max_age_days: int = Field(
+        7, ge=0, description="while tonight's masters are not built (or could not be), science calibrates with the "
+                             "newest earlier night's masters at most this many days old (never a later night's); "
+                             "0: never fall back, science waits for tonight's")
 
 
 class ImageSettings(Strict):

@@ -162,7 +162,7 @@ def test_sigterm_during_a_task_cleans_scratch_and_leaves_no_partial_products(wor
     proc = subprocess.Popen([sys.executable, "-m", "dwfhpc.cli", "node", "run", str(spec_path), "--index", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(scratch.glob("*/*.fits")):  # the CCD is staged and decompressed: calibration under way
+    while not list(scratch.glob("*/out")):  # the CCD is staged (in memory) and calibration is under way
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)

@@ -27,7 +27,7 @@ from .amplifiers import overscan_trim_assemble
 from .bpm import bad_pixel_boxes, bpm_file, flag_boxes
 from .products import write_catalog, write_image, write_mask, write_qa
 from .qa import measure_qa
-from .rawio import read_master_pixels, read_pixels, read_raw_ccds, workspace
+from .rawio import raw_ccd_number, read_master_pixels, read_pixels, read_raw_ccds, workspace
 from .wcs import WcsResult, apply_shift, check_wcs
 
 
@@ -114,8 +114,15 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
                    bias: str | Path | None = None, flat: str | Path | None = None, bpm: str | Path | None = None,
                    refcat: str | Path | list | None = None, prior_shift: tuple[float, float] | None = None,
                    to_electrons: bool = False, instrument: Instrument | None = None, ccd: int | None = None,
-                   qlevel: float = 4.0, min_matches: int = 5) -> CalibrationOutput:
+                   qlevel: float = 4.0, min_matches: int = 5,
+                   cards: dict[str, tuple] | None = None,
+                   pixels: tuple[fits.Header, np.ndarray] | None = None) -> CalibrationOutput:
     """Calibrate one CCD of ``raw_ccd`` and write its four products into ``out_dir``.
+
+    ``pixels``: (header, uint16 raw) of the CCD already in memory (the node's in-memory staging): nothing is
+    read from ``raw_ccd``, which only names the CCD in messages.
+
+    ``cards``: extra header cards (key -> (value, comment)) for the image and mask, e.g. the masters' provenance.
 
     The pixels are read once, into per-thread buffers reused CCD after CCD; calibration, QA and
     the products all work on those arrays in memory. The image is quantised to sky sigma / ``qlevel``.
@@ -123,10 +130,14 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
     timings: dict[str, float] = {}
     t = time.perf_counter()
     raw_ccd = Path(raw_ccd)
-    inst, found = read_raw_ccds(raw_ccd, [ccd] if ccd is not None else None, instrument)
-    if len(found) > 1:
-        raise DwfError(f"{len(found)} CCDs in the file: choose one (ccd=...)", raw_ccd)
-    number, header, hdu = found[0]
+    if pixels is not None:
+        header, raw = pixels
+        inst, number = raw_ccd_number(header, ccd, instrument, raw_ccd)
+    else:
+        inst, found = read_raw_ccds(raw_ccd, [ccd] if ccd is not None else None, instrument)
+        if len(found) > 1:
+            raise DwfError(f"{len(found)} CCDs in the file: choose one (ccd=...)", raw_ccd)
+        number, header, hdu = found[0]
     expid = inst.expid(header, raw_ccd)
     geometry = inst.geometry(header, raw_ccd)
     bias_img = read_master_pixels(bias, buffer="master.bias") if bias else None
@@ -135,7 +146,8 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if bpm:
         f = bpm_file(bpm, number)
         boxes = bad_pixel_boxes(f) if f else None
-    raw = read_pixels(raw_ccd, hdu, buffer="raw")
+    if pixels is None:
+        raw = read_pixels(raw_ccd, hdu, buffer="raw")
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -166,6 +178,8 @@ def calibrate_file(raw_ccd: str | os.PathLike[str], out_dir: str | os.PathLike[s
     out_header["DWFCAL"] = (f"dwfhpc {__version__} embedded", "calibrated by")
     out_header["DWFBIAS"] = (Path(bias).name if bias else "none", "master bias")
     out_header["DWFFLAT"] = (Path(flat).name if flat else "none", "master flat")
+    for key, card in (cards or {}).items():
+        out_header[key] = card
     qa.update({"expid": expid, "ccd": number, "night": inst.night(header, raw_ccd), "filter": inst.filter(header),
                "field": inst.field(header), "wcs": wcs_result.as_dict(), "bias": out_header["DWFBIAS"],
                "flat": out_header["DWFFLAT"]})

@@ -1,9 +1,11 @@
-"""Master bias and dome flats: build them from a night's frames, find the nearest one in time."""
+"""Master bias and dome flats: build them from a night's frames; find the one a night uses (tonight's, else
+the newest earlier night's within an age limit)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -141,20 +143,51 @@ def _nights(masters: Path) -> list[str]:
     return sorted(p.name for p in masters.iterdir() if p.is_dir()) if masters.is_dir() else []
 
 
-def find_master(masters: str | os.PathLike[str], kind: str, night: str, ccd: int, filter_: str | None = None) -> Path | None:
-    """The master for this night, else the one from the nearest night in time (the seed's copycals rule)."""
-    masters = Path(masters)
+#: ``calibration.masters_max_age_days``' default: how old an earlier night's master may be (0: never)
+DEFAULT_MAX_AGE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class MasterChoice:
+    """The master a CCD is calibrated with: its file, its night, and whether it is another night's."""
+
+    path: Path
+    night: str
+    fallback: bool  # an earlier night's (tonight's was not there)
+
+
+def usable_nights(masters: str | os.PathLike[str], night: str,
+                  max_age_days: int = DEFAULT_MAX_AGE_DAYS) -> list[str]:
+    """Nights whose masters may serve ``night``, in order of preference: ``night`` itself, then the earlier
+    nights at most ``max_age_days`` old, newest first. Never a later night; none earlier when the age is 0."""
     target = date.fromisoformat(night)
-    candidates = []
-    for n in _nights(masters):
+    out = []
+    for n in _nights(Path(masters)):
         try:
-            d = date.fromisoformat(n)
-        except ValueError:
+            age = (target - date.fromisoformat(n)).days
+        except ValueError:  # not a night folder
             continue
-        p = master_path(masters, n, kind, ccd, filter_)
+        if age == 0 or 0 < age <= max_age_days:
+            out.append((age, n))
+    return [n for _, n in sorted(out)]
+
+
+def choose_master(masters: str | os.PathLike[str], kind: str, night: str, ccd: int, filter_: str | None = None, *,
+                  max_age_days: int = DEFAULT_MAX_AGE_DAYS) -> MasterChoice | None:
+    """The master ``kind`` of this CCD (and filter) for ``night``: tonight's if present, else the newest earlier
+    night's within ``max_age_days`` (the seed's copycals, bounded); never a later night's. None if there is none."""
+    for n in usable_nights(masters, night, max_age_days):
+        p = master_path(Path(masters), n, kind, ccd, filter_)
         if p.is_file():
-            candidates.append((abs((d - target).days), d > target, p))
-    return min(candidates)[2] if candidates else None
+            return MasterChoice(p, n, n != night)
+    return None
+
+
+def find_master(masters: str | os.PathLike[str], kind: str, night: str, ccd: int, filter_: str | None = None, *,
+                max_age_days: int = DEFAULT_MAX_AGE_DAYS) -> Path | None:
+    """The path of :func:`choose_master`'s master, or None."""
+    choice = choose_master(masters, kind, night, ccd, filter_, max_age_days=max_age_days)
+    return choice.path if choice else None
 
 
 def build_night_masters(library: str | Path, masters: str | Path, night: str, *, progress=print,

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import DwfError, FitsFormatError
-from ..instruments import Instrument, read_ccd_headers
+from ..instruments import Instrument, detect, read_ccd_headers
 
 _SHORT_IMG, _USHORT_IMG, _FLOAT_IMG = 16, 20, -32  # cfitsio image types
 _local = threading.local()
@@ -48,6 +48,16 @@ def read_raw_ccds(path: str | Path, ccds: list[int] | None = None,
     if not headers:
         raise FitsFormatError(f"no science CCD{'s ' + str(ccds) if ccds else 's'} in the file", path)
     return inst, [(h.ccd, h.header, h.hdu) for h in headers]
+
+
+def raw_ccd_number(header: fits.Header, ccd: int | None = None, instrument: Instrument | None = None,
+                   path: str | Path | None = None) -> tuple[Instrument, int]:
+    """(instrument, CCD) of a single-CCD raw's header held in memory: what :func:`read_raw_ccds` finds in such a file."""
+    inst = instrument or detect(header, path)
+    number = inst.ccd_number(header, path)
+    if number is None or number not in inst.science_ccds or (ccd is not None and number != ccd):
+        raise FitsFormatError(f"no science CCD{'s ' + str([ccd]) if ccd is not None else 's'} in the file", path)
+    return inst, number
 
 
 def _read_plain(path: str | Path, info: dict, dtype: str, buffer: str) -> np.ndarray:

@@ -16,7 +16,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from scipy.spatial import cKDTree
 
 from ..errors import DwfError
 
@@ -83,6 +82,8 @@ def check_wcs(x: np.ndarray, y: np.ndarray, header: fits.Header, refcat, *, prio
     cosd = np.cos(np.radians(dec0))
     src = np.column_stack([sra * cosd * 3600.0 + px, sdec * 3600.0 + py])
     ref = np.column_stack([rra * cosd * 3600.0, rdec * 3600.0])
+    from scipy.spatial import cKDTree  # only the check needs scipy: not on every import of the calibrator
+
     tree = cKDTree(ref)
     pairs = tree.query_ball_point(src, r=search)
     dxs, dys = [], []

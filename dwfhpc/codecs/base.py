@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -67,3 +68,19 @@ def write_raw_fits(path: Path, header: fits.Header, data: np.ndarray) -> None:
     """A complete single-CCD raw FITS: primary HDU, int16 with BZERO 32768, the merged header."""
     with fitsio.FITS(str(path), "rw", clobber=True) as f:
         f.write(np.ascontiguousarray(data, dtype=RAW_DTYPE), header=fitsio_records(header))
+
+
+def raw_fits_header(header: fits.Header, shape: tuple[int, int]) -> fits.Header:
+    """The header of the file :func:`write_raw_fits` makes from ``header`` and pixels of ``shape``, as astropy
+    reads it back, without writing the pixels anywhere.
+
+    cfitsio formats the cards (float precision, long strings, comments) and adds its own, so the header is
+    written by it into a memory file holding a 1 x 1 image; only NAXIS1/NAXIS2 are then set to ``shape``.
+    """
+    with fitsio.FITS("mem://", "rw") as f:
+        f.write(np.zeros((1, 1), dtype=RAW_DTYPE), header=fitsio_records(header))
+        raw = f.read_raw()
+    with fits.open(io.BytesIO(raw), lazy_load_hdus=True) as hdul:
+        out = hdul[0].header.copy()
+    out["NAXIS2"], out["NAXIS1"] = (int(n) for n in shape)
+    return out

@@ -1,4 +1,5 @@
-"""``dwfhpc reprocess LIST | --failed | --night N [--exposure E]``: run CCDs again as a new attempt."""
+"""``dwfhpc reprocess LIST | --failed | --fallback-masters | --night N [--exposure E]``: run CCDs again as a new
+attempt."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("list", type=Path, nargs="?", default=None, metavar="LIST",
                    help="text file of part tarballs, one per line ('#' comments; the manifest beside each)")
     p.add_argument("--failed", action="store_true", help="every failed or lost task (of --night / --exposure if given)")
+    p.add_argument("--fallback-masters", action="store_true",
+                   help="the science CCDs calibrated with an earlier night's masters (of --night / --exposure if "
+                        "given), once tonight's masters exist: they run again with tonight's")
     p.add_argument("--night", default=None, help="every task of this night (YYYY-MM-DD)")
     p.add_argument("--exposure", default=None, help="every task of this exposure (expid or exposure number)")
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = reprocess(site, list_path=args.list, failed=args.failed, night=args.night, exposure=args.exposure,
-                           submit=args.submit, wait=not args.no_wait, stop=stop,
+                           fallback_masters=args.fallback_masters, submit=args.submit, wait=not args.no_wait, stop=stop,
                            progress=lambda line: print(line, file=out, flush=True))
     finally:
         for s, h in previous.items():

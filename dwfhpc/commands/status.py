@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     for why, which in held.items():
         print(f"  held       {len(which)} CCD{'s' if len(which) > 1 else ''} by the scheduler, {why}: "
               + ", ".join(which[:4]) + (f" (+{len(which) - 4} more)" if len(which) > 4 else ""))
+    for w in s.get("masters_waiting", []):
+        print(f"  waiting for masters: night {w['night']} ({w['reason']}): {w['ccds']} science CCD"
+              f"{'s' if w['ccds'] > 1 else ''}")
     for stop in s["resubmission_stops"]:
         print(f"  stopped    {stop['scope']} {stop['name']}: {stop['reason']}")
     for f in s["failures"]:

@@ -90,7 +90,8 @@ class Ingest:
                                arrival_grace=ing.arrival_grace_seconds, verify_threads=ing.verify_threads)
             self.masters = MastersKeeper(self.db, site.path(site.calibration.library), site.path(site.calibration.masters),
                                          enabled=ing.auto_masters, on_built=self.executor.masters_changed,
-                                         require_masters=site.node.require_masters)
+                                         require_masters=site.node.require_masters,
+                                         max_age_days=site.calibration.masters_max_age_days)
             self.submitter = Submitter(site, self.db, self.executor, self.throttle)
             self.collector = Collector(self.db, self.executor, max_attempts=ing.max_attempts,
                                        lost_after=ing.lost_after_seconds,

@@ -1,9 +1,12 @@
 """Masters as the night goes: once a night's bias and flat tasks are all final, build its masters.
 
-That night's science waits meanwhile (a science CCD calibrated against the previous night's
-masters while tonight's are a minute away would be calibrated twice). A night with no
-calibration frames uses the nearest night's masters at once. The build runs in a thread so
-the ingest loop keeps collecting.
+Dusk never holds science that can be calibrated: while tonight's masters are not built (or could
+not be), a science CCD whose bias and flat exist from an earlier night at most ``max_age_days``
+(``calibration.masters_max_age_days``) old is calibrated with those at once (the seed's
+``copycals``); its result and product header say so, and ``dwfhpc reprocess --fallback-masters``
+runs it again once tonight's exist. Only a CCD with no usable masters at all (:func:`masters_usable`)
+waits for the build. A night with no calibration frames uses the earlier nights' masters the same
+way. The build runs in a thread so the ingest loop keeps collecting.
 
 One bad delivery must not ruin the night: the build leaves out a frame whose header says it is
 not what it was filed as, or whose size or sections are not a CCD of the instrument (checked
@@ -12,11 +15,11 @@ rest (at least ``min_frames``). Whatever else goes wrong in a build (any excepti
 in the ``nights`` table and as an error event, and the same inputs are not built again: only a
 calibration frame finishing after that build starts a new one.
 
-Science of a night whose masters could not be built does not wait for ever: the ``fallback`` hook
-(``fallback(night, reason)``: make masters available some other way, e.g. last night's, and say
-how, or None) is asked once; if it cannot help and science requires masters, that night's queued
-science CCDs end ``failed`` with the named reason (``dwfhpc reprocess --failed`` runs them again
-once masters exist), so ``--drain`` ends.
+Science of a night whose masters could not be built does not wait for ever: CCDs with an earlier
+night's masters go on with them; for the others the ``fallback`` hook (``fallback(night, reason)``:
+make masters available some other way and say how, or None) is asked once; if it cannot help and
+science requires masters, those queued science CCDs end ``failed`` with the named reason
+(``dwfhpc reprocess --failed`` runs them again once masters exist), so ``--drain`` ends.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..calibrate import build_night_masters
-from ..state import StateDB
+from ..calibrate.masters import DEFAULT_MAX_AGE_DAYS, choose_master
+from ..state import StateDB, TaskRow
 from ..states import TaskState
 
 log = logging.getLogger(__name__)
@@ -37,15 +41,42 @@ log = logging.getLogger(__name__)
 Fallback = Callable[[str, str], "str | None"]
 
 
+def masters_usable(masters: Path, night: str, ccd: int, filter_: str | None,
+                   max_age_days: int = DEFAULT_MAX_AGE_DAYS) -> bool:
+    """A science CCD of ``night`` can be calibrated now: a master bias and a flat of its filter exist, tonight's
+    or an earlier night's at most ``max_age_days`` old (the node's rule, :func:`dwfhpc.node.run.find_masters`)."""
+    return (choose_master(masters, "bias", night, ccd, max_age_days=max_age_days) is not None
+            and choose_master(masters, "flat", night, ccd, filter_, max_age_days=max_age_days) is not None)
+
+
+class UsableMasters:
+    """:func:`masters_usable` for queued science tasks (their filter from their part), memoised for one poll."""
+
+    def __init__(self, db: StateDB, masters: Path, max_age_days: int):
+        self.db, self.masters, self.max_age_days = db, Path(masters), max_age_days
+        self._filters: dict[str, str | None] = {}
+        self._seen: dict[tuple[str, int, str | None], bool] = {}
+
+    def __call__(self, task: TaskRow) -> bool:
+        if task.part not in self._filters:
+            part = self.db.part(task.part)
+            self._filters[task.part] = part.filter if part else None
+        key = (task.night, task.ccd, self._filters[task.part])
+        if key not in self._seen:
+            self._seen[key] = masters_usable(self.masters, *key, self.max_age_days)
+        return self._seen[key]
+
+
 class MastersKeeper:
     def __init__(self, db: StateDB, library: Path, masters: Path, enabled: bool = True,
                  on_built: Callable[[], None] | None = None, *, min_frames: int = 1, require_masters: bool = True,
-                 fallback: Fallback | None = None):
+                 fallback: Fallback | None = None, max_age_days: int = DEFAULT_MAX_AGE_DAYS):
         self.db, self.library, self.masters, self.enabled = db, Path(library), Path(masters), enabled
         self.on_built = on_built  # told after each build (warm workers copy the new masters)
         self.min_frames = max(1, int(min_frames))  # good frames a master needs (bad ones are left out)
         self.require_masters = require_masters  # science without masters fails (else: overscan only)
         self.fallback = fallback
+        self.max_age_days = max(0, int(max_age_days))  # an earlier night's masters serve science this long (0: never)
         self._thread: threading.Thread | None = None
         self._building: str | None = None
         self._rescued: dict[str, str | None] = {}  # night -> what the fallback did (None: it could not)
@@ -93,9 +124,14 @@ class MastersKeeper:
                         extra={"part": None})
         return done
 
+    def usable(self) -> UsableMasters:
+        """Whether a queued science task has masters to be calibrated with now (tonight's or an earlier night's)."""
+        return UsableMasters(self.db, self.masters, self.max_age_days)
+
     def blocked_nights(self) -> set[str]:
-        """Nights whose science must wait: calibration tasks pending, masters not yet rebuilt, or (until
-        :meth:`update` fails them) queued science of a night that cannot get masters."""
+        """Nights whose masters are not ready: calibration tasks pending, masters not yet rebuilt, or (until
+        :meth:`update` fails them) queued science of a night that cannot get masters. Its science CCDs with an
+        earlier night's usable masters go on all the same (:meth:`usable`; the submitter holds only the others)."""
         if not self.enabled:
             return set()
         blocked = {n for n, c in self._stale().items() if c["pending"] or c["stale"] or n == self._building}
@@ -107,9 +143,11 @@ class MastersKeeper:
     def fail_science_without_masters(self) -> int:
         """End the queued science CCDs of nights that cannot get masters as ``failed``, naming why; returns how many."""
         failed = 0
+        usable = self.usable()
         for night, reason in self._without_masters().items():
-            tasks = [t for t in self.db.tasks(TaskState.QUEUED, night=night) if t.kind == "science"]
-            why = f"no masters for night {night}: {reason}"
+            tasks = [t for t in self.db.tasks(TaskState.QUEUED, night=night) if t.kind == "science" and not usable(t)]
+            within = f"none within {self.max_age_days} days" if self.max_age_days else "no fallback (age limit 0)"
+            why = f"no masters for night {night}: {reason}; {within}"
             for t in tasks:
                 self.db.fail(t.part, t.ccd, why)
             for part in sorted({t.part for t in tasks}):

@@ -34,8 +34,41 @@ def mode(site, db: StateDB) -> dict:
                                            **worker_status(worker_queue_root(site))}}
 
 
+def masters_waiting(db: StateDB, site, night: str | None = None) -> list[dict]:
+    """Nights whose queued science CCDs have no masters to be calibrated with (none tonight, none from an earlier
+    night within ``calibration.masters_max_age_days``), so they wait: night, ccds (how many), why."""
+    from .masters import UsableMasters  # the calibration stack: only when there is science queued
+
+    queued = [t for t in db.tasks("queued", night=night) if t.kind == "science"]
+    if not queued:
+        return []
+    age = site.calibration.masters_max_age_days
+    usable = UsableMasters(db, site.path(site.calibration.masters), age)
+    waiting: dict[str, int] = {}
+    for t in queued:
+        if not usable(t):
+            waiting[t.night] = waiting.get(t.night, 0) + 1
+    cals = db.calibration_nights() if waiting else {}
+    out = []
+    for n, count in sorted(waiting.items()):
+        built = db.rows("SELECT masters, reason FROM nights WHERE night=?", (n,))
+        c = cals.get(n)
+        if built and not built[0]["masters"] and built[0]["reason"] and not (c and c["pending"]):
+            tonight = f"masters could not be built: {built[0]['reason']}"
+        elif built and built[0]["masters"] and not (c and c["pending"]):
+            tonight = "tonight's masters lack these CCDs or filters"
+        elif c is None:
+            tonight = "no calibration frames tonight"
+        else:
+            tonight = "no masters tonight yet"
+        earlier = f"none within {age} days" if age else "no fallback (calibration.masters_max_age_days is 0)"
+        out.append({"night": n, "ccds": count, "reason": f"{tonight}, {earlier}"})
+    return out
+
+
 def summary(db: StateDB, night: str | None = None, site=None) -> dict:
-    """Everything ``dwfhpc status`` shows; with ``site``, also the mode and the workers' state."""
+    """Everything ``dwfhpc status`` shows; with ``site``, also the mode, the workers' state and the science
+    waiting for masters."""
     parts = [p for p in db.parts(night=night)]
     tasks = db.tasks(night=night)
     exposures: dict[str, dict[str, int]] = {}
@@ -73,5 +106,5 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
         "queue_seconds": spread_of_done(tasks, "t_submitted", "t_started"),
         "run_seconds": spread_of_done(tasks, "t_started", "t_finished"),
         "resubmission_stops": db.resubmission_stops(night),
-        **(mode(site, db) if site is not None else {}),
+        **({**mode(site, db), "masters_waiting": masters_waiting(db, site, night)} if site is not None else {}),
     }

@@ -21,6 +21,7 @@ from ..scheduler import job_name
 from ..state import PartRow, StateDB, TaskRow
 from ..states import TASK_ACTIVE, TaskState
 from .executors import ArrayExecutor, ArrayRequest
+from .masters import UsableMasters
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Submitter:
         self.specs = site.path(site.ingest.specs)
         self.max_array = executor.max_array_size()
         self._manifests: dict[str, object] = {}
+        self._early_nights: set[str] = set()  # nights whose science was sent before their masters (said once)
 
     def make_spec(self, part: PartRow, tasks: list[TaskRow]) -> Path:
         """Write the spec for these tasks of one part (same attempt)."""
@@ -62,12 +64,30 @@ class Submitter:
         return spec.write(path)
 
     def submit_ready(self, blocked_nights: set[str] = frozenset(), now: float | None = None) -> int:
-        """Submit what the throttles allow; returns the number of tasks submitted."""
+        """Submit what the throttles allow; returns the number of tasks submitted.
+
+        A science CCD of a night in ``blocked_nights`` (its masters are not ready) waits only when it has no
+        usable masters at all: with an earlier night's (``calibration.masters_max_age_days``) it goes now.
+        """
         now = now or time.time()
-        queued = [t for t in self.db.tasks(TaskState.QUEUED) if not (t.kind == "science" and t.night in blocked_nights)
-                  and (t.t_queued or 0.0) <= max(now, time.time())]  # a retry waits out its delay
+        cal = self.site.calibration
+        usable = UsableMasters(self.db, self.site.path(cal.masters), cal.masters_max_age_days)
+        queued, early = [], set()
+        for t in self.db.tasks(TaskState.QUEUED):
+            if (t.t_queued or 0.0) > max(now, time.time()):  # a retry waits out its delay
+                continue
+            if t.kind == "science" and t.night in blocked_nights:
+                if not usable(t):
+                    continue  # waits for tonight's masters
+                early.add(t.night)
+            queued.append(t)
         if not queued:
             return 0
+        for night in sorted(early - self._early_nights):
+            self._early_nights.add(night)
+            log.info("night %s: tonight's masters not ready; science goes on with the masters there are (an earlier "
+                     "night's within %d days where tonight's are missing)", night, cal.masters_max_age_days,
+                     extra={"part": None})
         slots = self.throttle.slots(self.db.count_tasks(*TASK_ACTIVE))
         parts = {stem: part for stem in {t.part for t in queued} if (part := self.db.part(stem)) is not None}
         submitted = 0

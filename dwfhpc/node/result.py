@@ -8,7 +8,9 @@ A failure says *what kind* of failure it was (:class:`ErrorKind`), set on the no
 (the member does not match the manifest, MemoryError, SIGUSR2 before the time limit, SIGTERM, a
 calibration step that failed), so the collector decides retries by kind, never by the message.
 
-Schema versions: ``1`` (this one: ``version`` and ``error_kind`` keys). A result without
+Schema versions: ``1`` (this one: ``version`` and ``error_kind`` keys; the optional ``masters`` key, added
+later within version 1, says which master bias and flat a science CCD was calibrated with: absent or
+null when none were looked up). A result without
 ``version`` is read as version ``0`` (written before the schema was versioned, or made by
 submitit from a non-result value); its error kind is derived from the message once, here.
 Any other version, a missing ``status``, an unknown key or a wrong type raises :class:`ResultError`.
@@ -69,6 +71,16 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+#: the ``masters`` object's keys: file paths and nights of the masters used (null: none), and whether either
+#: is an earlier night's (tonight's were not there yet)
+MASTERS_KEYS = ("bias", "flat", "bias_night", "flat_night", "fallback")
+
+
+def _masters_ok(v: Any) -> bool:
+    return (isinstance(v, dict) and set(v) == set(MASTERS_KEYS) and isinstance(v["fallback"], bool)
+            and all(v[k] is None or isinstance(v[k], str) for k in MASTERS_KEYS[:4]))
+
+
 _CHECKS = {  # JSON key -> (check, what it must be)
     "version": (_is_int, "an integer"),
     "status": (lambda v: v in set(TaskStatus), f"one of {', '.join(TaskStatus)}"),
@@ -97,6 +109,8 @@ _CHECKS = {  # JSON key -> (check, what it must be)
     "started": (_opt(_number), "a number or null"),
     "finished": (_opt(_number), "a number or null"),
     "worker": (_opt(lambda v: isinstance(v, dict)), "an object or null"),
+    "masters": (_opt(_masters_ok), "null or an object of bias, flat, bias_night, flat_night "
+                                   "(strings or null) and fallback (true or false)"),
 }
 
 
@@ -130,6 +144,7 @@ class TaskResult:
     started: float | None = None  # Unix seconds
     finished: float | None = None
     worker: dict | None = None  # warm-worker mode: name, job_id, claimed, preload_seconds, task_number
+    masters: dict | None = None  # science: the masters used (MASTERS_KEYS), e.g. an earlier night's as fallback
     version: int = VERSION
 
     @property
@@ -200,4 +215,4 @@ def _legacy_kind(error: str) -> ErrorKind:
     return ErrorKind.OTHER
 
 
-__all__ = ["VERSION", "READABLE_VERSIONS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus"]
+__all__ = ["VERSION", "READABLE_VERSIONS", "MASTERS_KEYS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus"]

@@ -36,26 +36,45 @@ from .scratch import SIGNALS, TaskInterrupted, task_scratch
 from .spec import TaskSpec, result_path, task_index
 from .bounds import check_manifest_bounds
 from .stage import scratch_needed, stage_ccd
+from .tuning import tune_malloc
 
 if TYPE_CHECKING:
     from ..calibrate import CalibrationOutput
+    from ..calibrate.masters import MasterChoice
 
 STAGES = ("stage", "verify", "decompress", "calibrate", "qa", "copyback")
 
 
-def find_masters(spec: TaskSpec, ccd: int) -> tuple[Path | None, Path | None]:
-    """Master bias and flat for this CCD (nearest night); missing ones fail unless ``require_masters`` is off."""
-    from ..calibrate import find_master  # the calibration stack (astropy, scipy, sep) after the CCD is staged
+def find_masters(spec: TaskSpec, ccd: int) -> tuple[MasterChoice | None, MasterChoice | None]:
+    """Master bias and flat for this CCD: tonight's, else the newest earlier night's within
+    ``spec.masters_max_age_days`` (never a later night's); missing ones fail unless ``require_masters`` is off."""
+    from ..calibrate.masters import choose_master  # the calibration stack (astropy, scipy, sep) after the CCD is staged
 
-    bias = find_master(spec.masters, "bias", spec.night, ccd)
-    flat = find_master(spec.masters, "flat", spec.night, ccd, spec.filter)
+    age = spec.masters_max_age_days
+    bias = choose_master(spec.masters, "bias", spec.night, ccd, max_age_days=age)
+    flat = choose_master(spec.masters, "flat", spec.night, ccd, spec.filter, max_age_days=age)
     if spec.require_masters:
+        within = f"nor any earlier night within {age} days" if age else "and falling back is off"
         if bias is None:
-            raise DwfError(f"no master bias for night {spec.night} CCD {ccd} (nor any other night)", spec.masters)
+            raise DwfError(f"no master bias for night {spec.night} CCD {ccd} ({within})", spec.masters)
         if flat is None:
-            raise DwfError(f"no master flat for night {spec.night} CCD {ccd} filter {spec.filter} "
-                           f"(nor any other night)", spec.masters)
+            raise DwfError(f"no master flat for night {spec.night} CCD {ccd} filter {spec.filter} ({within})",
+                           spec.masters)
     return bias, flat
+
+
+def masters_provenance(bias: MasterChoice | None, flat: MasterChoice | None) -> tuple[dict, dict[str, tuple]]:
+    """What the result records (``TaskResult.masters``) and the product's header cards, for the masters used."""
+    fallback = any(m is not None and m.fallback for m in (bias, flat))
+    used = {"bias": str(bias.path) if bias else None, "flat": str(flat.path) if flat else None,
+            "bias_night": bias.night if bias else None, "flat_night": flat.night if flat else None,
+            "fallback": fallback}
+    cards = {"MBIAS": (bias.path.name if bias else "none", "master bias file"),
+             "MBIASNT": (bias.night if bias else "none", "night of the master bias"),
+             "MFLAT": (flat.path.name if flat else "none", "master flat file"),
+             "MFLATNT": (flat.night if flat else "none", "night of the master flat"),
+             "MFALLBK": (fallback, "an earlier night's masters were used")}
+    return used, cards
 
 
 @contextmanager
@@ -135,8 +154,11 @@ def copy_back(outputs: dict[str, Path], targets: dict[str, Path], *,
         discard(temps)
 
 
-def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, warnings: list[str]) -> CalibrationOutput:
-    """The calibration step: embedded in this process, or one of the image-based backends."""
+def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, result: TaskResult,
+               pixels: tuple | None = None) -> CalibrationOutput:
+    """The calibration step: embedded in this process, or one of the image-based backends (its warnings and,
+    embedded, the masters used go into ``result``). ``pixels``: (header, uint16 array) staged in memory
+    (embedded in this process only; ``raw`` then only names the CCD)."""
     from ..backends import run_job  # imported here: a task reaches its CCD before the calibration stack loads
     from ..backends.embedded import calibrate_job
     from ..backends.hscpipe import hscpipe_job
@@ -150,21 +172,28 @@ def _calibrate(spec: TaskSpec, ccd: int, raw: Path, scratch: Path, warnings: lis
     elif spec.backend == "hscpipe":
         job = hscpipe_job(spec, ccd, raw, scratch, out_dir, pixel_scale=pixel_scale)
     else:
-        bias, flat = find_masters(spec, ccd)
+        bias_used, flat_used = find_masters(spec, ccd)
+        bias, flat = (m.path if m else None for m in (bias_used, flat_used))
+        result.masters, cards = masters_provenance(bias_used, flat_used)
         if not spec.container:
             t = time.perf_counter()
             out = calibrate_file(raw, out_dir, bias=bias, flat=flat, bpm=spec.bpm_dir, refcat=spec.refcat,
                                  prior_shift=spec.prior_shift(ccd), to_electrons=spec.to_electrons, ccd=ccd,
-                                 qlevel=spec.qlevel, min_matches=spec.wcs_min_matches)
+                                 qlevel=spec.qlevel, min_matches=spec.wcs_min_matches, cards=cards, pixels=pixels)
             qa = out.timings.get("qa", 0.0)
             out.timings = {"calibrate": time.perf_counter() - t - qa, "qa": qa}
             return out
         job = calibrate_job(raw, out_dir, expid=spec.expid, ccd=ccd, bias=bias, flat=flat, bpm=spec.bpm_dir,
                             refcat=spec.refcat, to_electrons=spec.to_electrons)
         if spec.prior_shift(ccd):
-            warnings.append("prior WCS shift not applied: `dwfhpc calibrate` in the image has no --prior-shift")
+            result.warnings.append("prior WCS shift not applied: `dwfhpc calibrate` in the image has no --prior-shift")
     return run_job(job, image=spec.image, scratch=scratch, products=Path(spec.products), extra_binds=spec.binds,
                    apptainer=spec.apptainer, log=scratch / f"{job.name}.log")
+
+
+def stage_in_memory(spec: TaskSpec) -> bool:
+    """Only the embedded calibrator in this process takes the CCD in memory; filing and the image backends need the file."""
+    return spec.kind == "science" and spec.backend == "embedded" and not spec.container
 
 
 def _new_result(spec: TaskSpec | None, index: int | None, spec_path: Path | None) -> TaskResult:
@@ -192,6 +221,7 @@ def run_spec(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | 
 
 def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[str] | None = None) -> TaskResult:
     """Run task ``index`` of ``spec``: its :class:`TaskResult`."""
+    tune_malloc()  # once per process
     result = _new_result(spec, index, Path(spec_path) if spec_path else None)
     timings: dict[str, float] = result.timings
     t_start = time.perf_counter()
@@ -208,7 +238,7 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
                           spec.min_free_gb, ccd_stem(spec.expid, ccd)) as scratch:
             result.scratch = str(scratch)
             step = "stage"
-            staged = stage_ccd(spec.part_tar, manifest, ccd, scratch)
+            staged = stage_ccd(spec.part_tar, manifest, ccd, scratch, in_memory=stage_in_memory(spec))
             timings.update(staged.timings)
             if spec.kind in ("bias", "flat"):
                 step = "copyback"
@@ -220,7 +250,7 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
                 result.products = {"raw": str(filed)}
             else:
                 step = "calibrate"
-                out = _calibrate(spec, ccd, staged.raw, scratch, result.warnings)
+                out = _calibrate(spec, ccd, staged.source, scratch, result, pixels=staged.in_memory)
                 timings["calibrate"] = out.timings.get("calibrate", 0.0)
                 timings["qa"] = out.timings.get("qa", 0.0)
                 result.qa = {k: v for k, v in out.qa.items() if k != "wcs"}

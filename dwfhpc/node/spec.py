@@ -27,10 +27,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "backend_options": (dict,), "refcat": (str, list, type(None)), "bpm_dir": (str, type(None)),
     "scratch_vars": (list,), "scratch_fallback": (str,), "min_free_gb": (int, float), "scratch_factor": (int, float),
     "to_electrons": (bool,), "qlevel": (int, float), "wcs_min_matches": (int,), "require_masters": (bool,),
+    "masters_max_age_days": (int,),
     "prior_shifts": (dict,), "attempt": (int,), "expnum": (int,), "field": (str,), "filter": (str,),
     "expid": (str,), "instrument": (str,), "night": (str,), "kind": (str,), "ccds": (list,),
 }
-_BOUNDS = {"min_free_gb": (0, 1e12), "scratch_factor": (0, 1e6), "qlevel": (0, 1e6), "wcs_min_matches": (0, 1e9)}  # sanity, not policy
+_BOUNDS = {"min_free_gb": (0, 1e12), "scratch_factor": (0, 1e6), "qlevel": (0, 1e6), "wcs_min_matches": (0, 1e9),
+           "masters_max_age_days": (0, 1e6)}  # sanity, not policy
 
 SCHEMA = "dwfhpc.task/1"
 KINDS = ("science", "bias", "flat")  # the instrument kinds a task calibrates or files (dwfhpc.instruments.KINDS)
@@ -42,7 +44,8 @@ _BACKEND_OPTION_KEYS = ("photpipe_command", "photpipe_root", "photpipe_outputs",
 _FROM_NODE = ("backend", "container", "binds", "apptainer", "scratch_vars", "scratch_fallback", "min_free_gb",
               "scratch_factor", "require_masters")
 #: spec field -> ``site.calibration`` setting, as it is
-_FROM_CALIBRATION = {"to_electrons": "to_electrons", "qlevel": "rice_qlevel", "wcs_min_matches": "wcs_min_matches"}
+_FROM_CALIBRATION = {"to_electrons": "to_electrons", "qlevel": "rice_qlevel", "wcs_min_matches": "wcs_min_matches",
+                     "masters_max_age_days": "masters_max_age_days"}
 
 
 def _settings_values(node: NodeSettings, cal: CalibrationSettings) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class TaskSpec:
     qlevel: float = _default("qlevel")
     wcs_min_matches: int = _default("wcs_min_matches")
     require_masters: bool = _default("require_masters")
+    masters_max_age_days: int = _default("masters_max_age_days")  # an earlier night's masters: at most this old
     prior_shifts: dict[str, list[float]] = dataclass_field(default_factory=dict)
     attempt: int = 1
     schema: str = SCHEMA

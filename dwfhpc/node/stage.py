@@ -12,6 +12,11 @@ DATE-OBS and the night it gives, OBSTYPE / DATA-TYP against the manifest's kind,
 science); a disagreement is a permanent integrity failure. Before decompressing, the member's declared
 image size (its header only) is checked against the manifest's shape and the instrument's CCD
 (:mod:`.bounds`), so a decompression bomb or a frame smaller than its sections never reaches memory.
+
+``in_memory=True`` (the embedded calibrator in this process) skips the raw FITS file: the member is
+decompressed into an array and the header is the one that file would carry (:func:`restore_pixels`),
+handed straight to the calibrator; the same checks run on them. Calibration frames and the image
+backends (photpipe, hscpipe, the dwfhpc image) still get the file.
 """
 
 from __future__ import annotations
@@ -21,21 +26,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 
 from ..atomic import sha256_file
-from ..errors import IntegrityError
+from ..codecs import get_codec
+from ..codecs.base import RAW_DTYPE, clean_header, raw_fits_header
+from ..errors import DwfError, IntegrityError
 from ..layout import ccd_fits_name, under
 from ..parts import Manifest, Member, extract_member, restore_ccd
 from .bounds import check_manifest_bounds, check_member_bounds
-from .crosscheck import check_member_file, check_restored
+from .crosscheck import check_header, check_member_file, check_restored
 
 
 @dataclass
 class StagedCCD:
-    raw: Path  # decompressed single-CCD raw FITS in scratch
+    raw: Path | None  # decompressed single-CCD raw FITS in scratch (None: staged in memory)
     member: Member
     member_bytes: int
     timings: dict[str, float] = field(default_factory=dict)
+    header: fits.Header | None = None  # in memory: the header the raw FITS would carry
+    pixels: np.ndarray | None = None  # in memory: the uint16 raw ADU
+    source: Path | None = None  # what messages name: the raw file, else the member it came from
+
+    @property
+    def in_memory(self) -> tuple[fits.Header, np.ndarray] | None:
+        """(header, pixels) for :func:`dwfhpc.calibrate.calibrate_file`'s ``pixels``, or None (a file)."""
+        return (self.header, self.pixels) if self.pixels is not None else None
 
 
 def raw_bytes(member: Member) -> int:
@@ -48,8 +64,29 @@ def scratch_needed(member: Member, factor: float) -> int:
     return member.bytes + int(factor * raw_bytes(member))
 
 
-def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path) -> StagedCCD:
-    """Extract, verify and decompress CCD ``ccd`` of ``tar`` into ``scratch``; the member file is removed."""
+def restore_pixels(member_path: Path, manifest: Manifest, ccd: int) -> tuple[fits.Header, np.ndarray]:
+    """What :func:`~dwfhpc.parts.restore_ccd` writes, in memory: the raw FITS's header (as astropy reads it
+    back from that file) and its uint16 pixels. Same codec, same errors, and the header is checked
+    against the manifest as :func:`~.crosscheck.check_restored` checks the file's."""
+    member = manifest.member(ccd)
+    codec = get_codec(member.codec, **(manifest.codec_params or {}))
+    try:
+        data = codec.decompress(member_path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DwfError(f"cannot decompress {member.codec} member ({exc})", member_path) from None
+    header = clean_header(member.fits_header())
+    codec.describe(header)
+    data = np.ascontiguousarray(data, dtype=RAW_DTYPE)
+    header = raw_fits_header(header, data.shape)
+    check_header(header, manifest, ccd, what=f"CCD {ccd}", path=member_path)
+    return header, data
+
+
+def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path, *, in_memory: bool = False) -> StagedCCD:
+    """Extract, verify and decompress CCD ``ccd`` of ``tar`` into ``scratch``; the member file is removed.
+
+    ``in_memory``: decompress into :attr:`StagedCCD.pixels` + :attr:`StagedCCD.header`, no raw file.
+    """
     tar = Path(tar)
     member = manifest.member(ccd)
     timings: dict[str, float] = {}
@@ -70,8 +107,16 @@ def stage_ccd(tar: str | Path, manifest: Manifest, ccd: int, scratch: Path) -> S
     timings["verify"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if in_memory:
+        try:
+            header, pixels = restore_pixels(staged, manifest, ccd)
+        finally:
+            staged.unlink()
+        timings["decompress"] = time.perf_counter() - t
+        return StagedCCD(raw=None, member=member, member_bytes=member.bytes, timings=timings, header=header,
+                         pixels=pixels, source=staged)
     raw = restore_ccd(staged, member, manifest, under(scratch, ("expid", ccd_fits_name(manifest.expid, ccd))))
     staged.unlink()
     check_restored(raw, manifest, ccd)
     timings["decompress"] = time.perf_counter() - t
-    return StagedCCD(raw=raw, member=member, member_bytes=member.bytes, timings=timings)
+    return StagedCCD(raw=raw, member=member, member_bytes=member.bytes, timings=timings, source=raw)

@@ -10,6 +10,10 @@ What to run again:
   verifies and queues it like any delivery.
 * **failed**: every ``failed`` or ``lost`` task (optionally of one night / exposure);
 * a **night** (optionally one exposure): every task of it.
+* **fallback masters** (``--fallback-masters``, optionally of one night / exposure): the science CCDs
+  calibrated with an earlier night's masters while tonight's were not built (their result's
+  ``masters.fallback``), once tonight's bias and flat of the CCD exist; they run again with those.
+  A CCD whose tonight's masters are still missing is left alone, with that reason.
 
 Tasks already queued or in progress are left as they are. Then, when no ``dwfhpc ingest`` holds
 the state DB's lock, one ingest pass submits the work through the site's executor and (by
@@ -123,9 +127,27 @@ def _listing(values: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "") if values else "none"
 
 
+def calibrated_with_fallback(task: TaskRow) -> bool:
+    """A done science CCD whose result says it was calibrated with an earlier night's masters."""
+    masters = (task.result or {}).get("masters") or {}
+    return task.state == TaskState.DONE and task.kind == "science" and masters.get("fallback") is True
+
+
+def tonights_masters(site: SiteSettings, db: StateDB, task: TaskRow) -> bool:
+    """Tonight's own master bias and flat (of the CCD's filter) exist for this task's CCD."""
+    from ..calibrate.masters import choose_master
+
+    part = db.part(task.part)
+    root = site.path(site.calibration.masters)
+    return (choose_master(root, "bias", task.night, task.ccd, max_age_days=0) is not None
+            and choose_master(root, "flat", task.night, task.ccd, part.filter if part else None,
+                              max_age_days=0) is not None)
+
+
 def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
-                 exposure: str | None = None) -> list[TaskRow]:
-    """The tasks of a night / exposure (``failed``: only failed and lost ones); unknown ones are errors."""
+                 exposure: str | None = None, fallback_masters: bool = False) -> list[TaskRow]:
+    """The tasks of a night / exposure (``failed``: only failed and lost ones; ``fallback_masters``: only done
+    science CCDs calibrated with an earlier night's masters); unknown nights / exposures are errors."""
     if night is not None:
         known = sorted({t.night for t in db.tasks() if t.night})
         if night not in known:
@@ -138,7 +160,8 @@ def select_tasks(db: StateDB, *, failed: bool = False, night: str | None = None,
             where = f" of night {night}" if night else ""
             raise DwfError(f"no exposure {exposure}{where} in the state DB (exposures: {_listing(expids)})", db.path)
     states = (TaskState.FAILED, TaskState.LOST) if failed else ()
-    return db.tasks(*states, night=night, expid=expid)
+    tasks = db.tasks(*states, night=night, expid=expid)
+    return [t for t in tasks if calibrated_with_fallback(t)] if fallback_masters else tasks
 
 
 # --------------------------------------------------------------------------- changes
@@ -251,19 +274,24 @@ def run_pass(site: SiteSettings, keys: set[Key], stems: set[str], *,
 
 
 def reprocess(site: SiteSettings, *, list_path: Path | None = None, failed: bool = False, night: str | None = None,
-              exposure: str | None = None, submit: bool = True, wait: bool = True,
+              exposure: str | None = None, fallback_masters: bool = False, submit: bool = True, wait: bool = True,
               progress: Callable[[str], None] = print, stop: threading.Event | None = None,
               timeout: float | None = None) -> Outcome:
     """Select, check, requeue (or deliver), then run a pass unless an ingest is running. See the module doc."""
-    if list_path is not None and (failed or night or exposure):
-        raise DwfError("give either a LIST of tarballs or --failed / --night / --exposure, not both")
-    if list_path is None and not (failed or night or exposure):
-        raise DwfError("nothing selected: give a LIST of tarballs, --failed, --night N or --exposure E")
+    if list_path is not None and (failed or night or exposure or fallback_masters):
+        raise DwfError("give either a LIST of tarballs or --failed / --fallback-masters / --night / --exposure, "
+                       "not both")
+    if failed and fallback_masters:
+        raise DwfError("give --failed or --fallback-masters, not both (a fallback CCD is done, not failed)")
+    if list_path is None and not (failed or night or exposure or fallback_masters):
+        raise DwfError("nothing selected: give a LIST of tarballs, --failed, --fallback-masters, --night N "
+                       "or --exposure E")
     db_path = site.path(site.ingest.state_db)
     tars = read_list(list_path) if list_path is not None else None
     if not db_path.exists():
         raise DwfError("no state DB here (dwfhpc ingest has not run with this config)", db_path)
-    selection = "list" if tars is not None else "failed" if failed else "night" if night else "exposure"
+    selection = ("list" if tars is not None else "failed" if failed else "fallback-masters" if fallback_masters
+                 else "night" if night else "exposure")
     outcome = Outcome(state_db=str(db_path), selection=selection)
     with StateDB(db_path) as db:
         if tars is not None:
@@ -271,7 +299,13 @@ def reprocess(site: SiteSettings, *, list_path: Path | None = None, failed: bool
             first, stems = deliver_listed(site, db, listed, outcome)
             keys = {(t.part, t.ccd) for lp in listed if lp.stem not in stems for t in db.tasks(part=lp.stem)}
         else:
-            tasks = select_tasks(db, failed=failed, night=night, exposure=exposure)
+            tasks = select_tasks(db, failed=failed, night=night, exposure=exposure, fallback_masters=fallback_masters)
+            if fallback_masters:  # only once tonight's exist: else it would run with the same fallback again
+                ready = {(t.part, t.ccd) for t in tasks if tonights_masters(site, db, t)}
+                outcome.skipped += [{"part": t.part, "ccd": t.ccd,
+                                     "reason": f"tonight's ({t.night}) master bias and flat of this CCD are not built yet"}
+                                    for t in tasks if (t.part, t.ccd) not in ready]
+                tasks = [t for t in tasks if (t.part, t.ccd) in ready]
             requeue_tasks(db, tasks, outcome)
             stems, keys = set(), {(t.part, t.ccd) for t in tasks}
         pending = any(t.state == TaskState.QUEUED or t.state in TASK_ACTIVE for t in _selected(db, keys, stems))

@@ -67,7 +67,7 @@ class CalibrationCache:
         """``spec`` with its calibration paths replaced by node-local copies (made if missing)."""
         changes: dict[str, object] = {}
         if spec.kind == "science" and spec.backend == "embedded":
-            changes["masters"] = str(self._masters(Path(spec.masters), spec.night))
+            changes["masters"] = str(self._masters(Path(spec.masters), spec.night, spec.masters_max_age_days))
         if spec.bpm_dir and Path(spec.bpm_dir).is_dir():
             changes["bpm_dir"] = str(self._static_copy(Path(spec.bpm_dir), "bpm"))
         if isinstance(spec.refcat, str) and Path(spec.refcat).is_file():
@@ -83,19 +83,15 @@ class CalibrationCache:
         self.generation = None
 
     # ------------------------------------------------------------------ helpers
-    def _masters(self, shared: Path, night: str) -> Path:
-        """A local masters root holding ``night`` (or, without it, the nights nearest to it)."""
+    def _masters(self, shared: Path, night: str, max_age_days: int) -> Path:
+        """A local masters root holding what ``choose_master`` may pick for ``night``: tonight's masters, and the
+        newest earlier night's within ``max_age_days`` (the fallback while tonight's are not all built)."""
+        from ..calibrate.masters import usable_nights
+
         local = self.root / "masters" / f"{abs(hash(str(shared))):x}"
         local.mkdir(parents=True, exist_ok=True)
-        nights = _nights(shared)
-        if night in nights:
-            wanted = [night]
-        elif nights:  # the same nearest-night rule as find_master: keep its candidates here too
-            target = date.fromisoformat(night)
-            best = min(abs((date.fromisoformat(n) - target).days) for n in nights)
-            wanted = [n for n in nights if abs((date.fromisoformat(n) - target).days) == best]
-        else:
-            wanted = []
+        usable = usable_nights(shared, night, max_age_days)  # tonight first, then earlier nights, newest first
+        wanted = usable[:2] if usable and usable[0] == night else usable[:1]
         for n in wanted:
             if (str(shared), n) not in self._nights:
                 self.copied_bytes += _copy_tree(shared / n, local / n)

@@ -191,11 +191,16 @@ class Worker:
 
 def worker_main(queue_root: str, time_minutes: float | None = None, stop_margin: float = 60.0,
                 max_idle: float | None = None, scratch_vars: list[str] | None = None,
-                scratch_fallback: str = "/tmp") -> dict:
+                scratch_fallback: str | None = None) -> dict:
     """What submitit runs for each task of a worker array (also ``dwfhpc node worker QUEUE``).
 
     ``time_minutes``: this task's walltime; the worker takes no new CCD ``stop_margin`` seconds before it ends.
+    ``scratch_vars``/``scratch_fallback``: the site's ``node.scratch_vars``/``scratch_fallback`` (where the
+    calibrations are copied); None: the config's defaults.
     """
+    from ..node.tuning import tune_malloc
+
+    tune_malloc()  # before the first CCD's buffers (run_spec_result calls it too)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     end = time.time() + time_minutes * 60.0 if time_minutes else None
     summary = Worker(queue_root, walltime_end=end, stop_margin=stop_margin, max_idle=max_idle,
