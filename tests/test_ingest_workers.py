@@ -123,6 +123,9 @@ def test_slurm_workers_scancel_mid_task_retried_by_another_without_duplicates(sl
                     break
             time.sleep(0.05)
         assert victim, "no worker claimed a CCD"
+        # freeze it first (SIGSTOP through Slurm): a CCD now takes about a second, and without the freeze the
+        # worker often finished it before scancel's SIGTERM arrived, so nothing was left to retry
+        slurm_cluster.run("scontrol", "suspend", victim, check=False)
         slurm_cluster.run("scancel", victim)
         ingest.run(drain=True, timeout=300)
         _assert_each_ccd_once(site, ingest.db)
