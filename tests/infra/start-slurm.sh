@@ -8,6 +8,8 @@
 # Re-running is safe: installs only missing packages, starts only daemons that are not
 # running, rewrites slurm.conf and restarts slurmctld/slurmd only if the config changed.
 set -euo pipefail
+# SLURM_NODES=3: one slurmctld + 3 slurmd, each node in its own namespaces (see tests/infra/nodes/start-nodes.sh)
+if [ "${SLURM_NODES:-1}" -gt 1 ]; then exec bash "$(dirname "$0")/nodes/start-nodes.sh" "$@"; fi
 P=${SLURM_PREFIX:-/tmp/dwf-slurm}; mkdir -p "$P"   # config + state live here
 WITH_DBD=${WITH_DBD:-0}
 MAX_ARRAY_SIZE=${MAX_ARRAY_SIZE:-100001}
