@@ -30,9 +30,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common.wan import wanlink  # the vendored emulator: namespaces dwfwan-cli / dwfwan-srv, one WAN per machine
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "infra" / "wan"))
-import wanlink  # noqa: E402  (the vendored emulator: namespaces dwfwan-cli / dwfwan-srv, one WAN per machine)
 
 NS_C, NS_S = wanlink.NS_CLIENT, wanlink.NS_SERVER
 SIP = "10.77.0.2"

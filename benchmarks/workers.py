@@ -56,8 +56,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+# benchmarks/ is first on sys.path when this runs as a script:
 import ingest as bench_ingest  # noqa: E402  (benchmarks/ingest.py: ensure_slurm, real, wait_until)
+from common.slurm import jobcomp_starts, squeue  # noqa: E402
+from common.warm import split_worker_queue  # noqa: E402
 
 import fitsio  # noqa: E402
 import submitit  # noqa: E402
@@ -93,32 +95,10 @@ def fmt(x: float, nd: int = 2) -> str:
 
 
 # --------------------------------------------------------------------------- Slurm
-def jobcomp_starts(conf: str) -> dict[str, float]:
-    """``<array>_<task>`` (and plain job ids) -> StartTime (Unix s) from Slurm's job-completion log."""
-    loc = None
-    for line in Path(conf).read_text().splitlines():
-        if line.startswith("JobCompLoc="):
-            loc = Path(line.split("=", 1)[1].strip())
-    out: dict[str, float] = {}
-    if not loc or not loc.exists():
-        return out
-    for line in loc.read_text(errors="replace").splitlines():
-        f = dict(w.split("=", 1) for w in line.split() if "=" in w)
-        try:
-            start = time.mktime(time.strptime(f["StartTime"], "%Y-%m-%dT%H:%M:%S"))
-        except (KeyError, ValueError):
-            continue
-        out[f.get("JobId", "")] = start
-        if f.get("ArrayJobId") and f.get("ArrayTaskId"):
-            out[f"{f['ArrayJobId']}_{f['ArrayTaskId']}"] = start
-    return out
-
-
 def squeue_rows() -> list[tuple[str, str, str]]:
     """(job id, array job id, state) of everything in the queue (anyone's)."""
-    out = subprocess.run([bench_ingest.real("squeue"), "-h", "-r", "-o", "%i|%F|%T"], capture_output=True,
-                         text=True).stdout
-    return [tuple(line.split("|", 2)) for line in out.splitlines() if line.count("|") == 2]
+    rows = squeue(fields=("id", "array", "state"), exe=bench_ingest.real("squeue"), expand_arrays=True)
+    return [(r["id"], r["array"], r["state"]) for r in rows]
 
 
 def cancel_ours(array_ids: set[str], timeout: float = 120.0) -> None:
@@ -421,18 +401,9 @@ def analyse(res: dict, starts: dict[str, float]) -> list[dict]:
         rec["running"] = started - r["t_verified"]  # verified -> the node code runs this CCD
         out.append(rec)
     if res["workers"]:  # queue = waiting for a free worker + dispatch (a worker was free)
-        by_worker: dict[str, list[dict]] = {}
+        split_worker_queue(out)
         for rec in out:
-            by_worker.setdefault(rec["worker"], []).append(rec)
-        for recs in by_worker.values():
-            recs.sort(key=lambda x: x["claimed"])
-            prev_free = None
-            for rec in recs:
-                free_from = max(rec["t_submitted"], prev_free) if prev_free else rec["t_submitted"]
-                rec["wait_worker"] = max(0.0, min(rec["claimed"], free_from) - rec["t_submitted"])
-                rec["dispatch"] = rec["claimed"] - free_from
-                rec["claim"] = rec["claimed"] - rec["t_verified"]
-                prev_free = rec["finished"]
+            rec["claim"] = rec["claimed"] - rec["t_verified"]
     return out
 
 
