@@ -98,7 +98,7 @@ def push_streams(raw: Path, n: int, recv: Path, work: Path, cipher: str | None, 
         info = SimpleNamespace(expid=expid, instrument="decam", expnum=int(expid[6:]), night="", obstype="object",
                                kind="science")
         journal.add_file_to_exposure(info, str(raw), time.time())
-        journal.set_exposure(expid, state="packing", nparts=k)
+        journal.mark_packing(expid, nparts=k)
         flight = Flight(Policy("parallel", n))
         flight.expids.add(expid)
         state = ViewState(streams=[StreamStats() for _ in range(n)])

@@ -12,12 +12,22 @@ Cluster side (``dwfhpc.state``):
 * :class:`ExposureState`: an exposure as ``dwfhpc status`` summarises it from its tasks.
 
 Sender side (``dwfhpc.push.journal``): :class:`FileState`, :class:`PushExposureState`,
-:class:`SentPartState`.
+:class:`SentPartState`; a send stream's :class:`StreamState` (the live view).
+
+Schedulers (``dwfhpc.scheduler``): :class:`SchedulerState` and :class:`QueueEntry`, what a task in a
+batch queue is. Each scheduler translates its own words into them (Slurm's ``PENDING``,
+``CONFIGURING``, ..., PBS's ``Q``, ``R``, ``H``, ...), as Parsl's providers fill ``JobStatus``.
+
+Display: :data:`TASK_DISPLAY`, the one :class:`DisplayState` word a report shows for a task state.
+
+Code outside this module (and the scheduler translators, for the scheduler's own words) names
+states through these enums, never as bare strings: ``tests/test_states_vocabulary.py`` checks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -72,6 +82,87 @@ class SentPartState(StrEnum):
     FAILED = "failed"
 
 
+class StreamState(StrEnum):
+    """What one send stream of ``dwfhpc push`` is doing (the live view's ``state`` column)."""
+
+    IDLE = "idle"
+    SENDING = "sending"
+
+
+class WorkerState(StrEnum):
+    """A warm worker's heartbeat state (``<queue>/workers/<worker>.json``)."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    EXITED = "exited"
+
+
+#: a live worker that could take a CCD now
+WORKER_FREE = frozenset({WorkerState.IDLE, WorkerState.STARTING})
+
+
+class SchedulerState(StrEnum):
+    """A task in a batch scheduler's queue, in dwfhpc's words (Parsl's ``JobState``, for queued tasks only).
+
+    The values are Slurm's names, so they print as ``dwfhpc jobs`` always showed them; a task that
+    left the queue is not in it at all (the collector then looks for its result).
+    """
+
+    PENDING = "PENDING"  # waiting (for a slot, or for what the entry's reason says)
+    HELD = "HELD"  # held by the user or an administrator
+    RUNNING = "RUNNING"
+    COMPLETING = "COMPLETING"  # ending; still holds its slot
+    SUSPENDED = "SUSPENDED"
+    UNKNOWN = "UNKNOWN"  # a word the scheduler's translator does not know: counts as waiting
+
+
+#: scheduler states of a task that runs (the collector marks it running; the rest is waiting)
+SCHEDULER_RUNNING = frozenset({SchedulerState.RUNNING, SchedulerState.COMPLETING})
+
+
+@dataclass(frozen=True, eq=False)
+class QueueEntry:
+    """One task in the scheduler's queue: its :class:`SchedulerState` and what the scheduler says it waits
+    for (Slurm's ``%r``: ``Priority``, ``BeginTime``, ``JobHeldUser``, ...; None where it says nothing).
+
+    It compares equal to another entry with the same state and reason, and to its state (``entry ==
+    SchedulerState.RUNNING``); it hashes as its state.
+    """
+
+    state: SchedulerState
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, value: QueueEntry | str) -> QueueEntry:
+        """``value`` as an entry: an entry as it is; a state word (an executor that answers with bare states)
+        as that state with no reason (a word no state has: :attr:`SchedulerState.UNKNOWN`)."""
+        if isinstance(value, QueueEntry):
+            return value
+        try:
+            return cls(SchedulerState(value))
+        except ValueError:
+            return cls(SchedulerState.UNKNOWN)
+
+    @property
+    def running(self) -> bool:
+        return self.state in SCHEDULER_RUNNING
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueueEntry):
+            return (self.state, self.reason) == (other.state, other.reason)
+        if isinstance(other, str):
+            return self.state == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.state)
+
+    def __str__(self) -> str:
+        return str(self.state)
+
+
 PART_FINAL = frozenset({PartState.DONE, PartState.FAILED, PartState.QUARANTINED})
 PART_ACTIVE = frozenset({PartState.ACTIVE})
 TASK_FINAL = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.LOST})
@@ -84,6 +175,32 @@ PUSH_EXPOSURE_FINAL = frozenset({PushExposureState.DELIVERED, PushExposureState.
 PUSH_EXPOSURE_ACTIVE = frozenset({PushExposureState.PACKING, PushExposureState.PACKED})
 SENT_PART_FINAL = frozenset({SentPartState.CONFIRMED, SentPartState.FAILED})
 SENT_PART_ACTIVE = frozenset({SentPartState.SENDING})
+
+
+class DisplayState(StrEnum):
+    """The word a report shows for a CCD (:data:`TASK_DISPLAY` of its task state, or missing: no task)."""
+
+    QUEUED = "queued"  # queued, or submitted and waiting in the scheduler's queue
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    LOST = "lost"
+    MISSING = "missing"  # no task (the focal-plane map's CCDs no exposure has)
+
+
+#: the ONE map from a task state to the word shown for it (the night report, its counts and its map)
+TASK_DISPLAY: dict[TaskState, DisplayState] = {
+    TaskState.QUEUED: DisplayState.QUEUED, TaskState.SUBMITTED: DisplayState.QUEUED,
+    TaskState.RUNNING: DisplayState.RUNNING, TaskState.DONE: DisplayState.DONE,
+    TaskState.FAILED: DisplayState.FAILED, TaskState.LOST: DisplayState.LOST}
+
+
+def task_display(state: str) -> DisplayState:
+    """:data:`TASK_DISPLAY` of ``state``; ValueError for a state :class:`TaskState` does not have."""
+    try:
+        return TASK_DISPLAY[TaskState(state)]
+    except ValueError:
+        raise ValueError(f"unknown task state {state!r}") from None
 
 
 def part_state_from_tasks(states: Iterable[str]) -> PartState:
@@ -104,7 +221,32 @@ def exposure_state_from_tasks(states: Iterable[str]) -> ExposureState:
     return {PartState.DONE: ExposureState.DONE, PartState.FAILED: ExposureState.FAILED}.get(part, ExposureState.IN_PROGRESS)
 
 
-__all__ = ["PartState", "TaskState", "ExposureState", "FileState", "PushExposureState", "SentPartState",
-           "PART_FINAL", "PART_ACTIVE", "TASK_FINAL", "TASK_ACTIVE", "EXPOSURE_FINAL", "EXPOSURE_ACTIVE",
-           "FILE_FINAL", "FILE_ACTIVE", "PUSH_EXPOSURE_FINAL", "PUSH_EXPOSURE_ACTIVE", "SENT_PART_FINAL",
-           "SENT_PART_ACTIVE", "part_state_from_tasks", "exposure_state_from_tasks"]
+__all__ = [
+    "EXPOSURE_ACTIVE",
+    "EXPOSURE_FINAL",
+    "FILE_ACTIVE",
+    "FILE_FINAL",
+    "PART_ACTIVE",
+    "PART_FINAL",
+    "PUSH_EXPOSURE_ACTIVE",
+    "PUSH_EXPOSURE_FINAL",
+    "SCHEDULER_RUNNING",
+    "SENT_PART_ACTIVE",
+    "SENT_PART_FINAL",
+    "TASK_ACTIVE",
+    "TASK_DISPLAY",
+    "TASK_FINAL",
+    "DisplayState",
+    "ExposureState",
+    "FileState",
+    "PartState",
+    "PushExposureState",
+    "QueueEntry",
+    "SchedulerState",
+    "SentPartState",
+    "StreamState",
+    "TaskState",
+    "exposure_state_from_tasks",
+    "part_state_from_tasks",
+    "task_display",
+]

@@ -287,7 +287,7 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
 
 
 def test_a_task_held_by_the_scheduler_says_why_once_and_forgets_it_when_it_runs(db):
-    from dwfhpc.scheduler.base import QueueState
+    from dwfhpc.states import QueueEntry, SchedulerState
 
     add_part(db, ccds=(1, 2))
     ex = FakeExecutor()
@@ -295,19 +295,19 @@ def test_a_task_held_by_the_scheduler_says_why_once_and_forgets_it_when_it_runs(
     handler = install_event_handler(db, "dwfhpc.ingest")
     try:
         ids = submit_queued(db)
-        ex.in_queue = {ids[1]: QueueState("PENDING", "BeginTime"), ids[2]: QueueState("PENDING", "Priority")}
+        ex.in_queue = {ids[1]: QueueEntry(SchedulerState.PENDING, "BeginTime"), ids[2]: QueueEntry(SchedulerState.PENDING, "Priority")}
         col.poll(3.0)
         col.poll(4.0)  # the same hold: not logged again
         held, ordinary = task(db, 1), task(db, 2)
         assert held.state == TaskState.SUBMITTED and held.waiting.startswith("BeginTime: held back until a later")
         assert ordinary.waiting is None  # waiting for a free slot is not worth a word
-        ex.in_queue[ids[1]] = QueueState("PENDING", "launch failed requeued held")
+        ex.in_queue[ids[1]] = QueueEntry(SchedulerState.PENDING, "launch failed requeued held")
         col.poll(5.0)
         assert task(db, 1).waiting.startswith("launch failed requeued held: its launch failed on the node")
         from dwfhpc.ingest.status import summary
 
         assert [(w["ccd"], w["job_id"]) for w in summary(db)["waiting"]] == [(1, ids[1])]  # what status shows
-        ex.in_queue[ids[1]] = QueueState("RUNNING", "None")
+        ex.in_queue[ids[1]] = QueueEntry(SchedulerState.RUNNING, "None")
         col.poll(6.0)
         assert (task(db, 1).state, task(db, 1).waiting) == (TaskState.RUNNING, None)
     finally:

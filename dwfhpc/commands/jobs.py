@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = queued_tasks(args.prefix, site=site_from(args))
     counts = by_state(tasks)
     if args.json:
-        print(json.dumps({"counts": counts, "tasks": [t.__dict__ | {"state": t.display_state} for t in tasks]}))
+        print(json.dumps({"counts": counts, "tasks": [{"job_id": t.job_id, "name": t.name, "state": t.display_state, "reason": t.reason}
+                                                   for t in tasks]}))
         return 0
     if args.list:
         for t in tasks:

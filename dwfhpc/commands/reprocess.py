@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ..states import TaskState
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    code = 1 if result.waited and (result.tasks.get("failed") or result.tasks.get("lost")) else 0
+    code = 1 if result.waited and (result.tasks.get(TaskState.FAILED) or result.tasks.get(TaskState.LOST)) else 0
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
         return code

@@ -31,7 +31,8 @@ import numpy as np
 
 from ..node.result import ErrorKind
 from ..state import StateDB, TaskRow
-from ..states import TASK_ACTIVE, TaskState
+from ..scheduler.slurm import waiting as scheduler_waiting
+from ..states import TASK_ACTIVE, QueueEntry, TaskState
 from .executors import ArrayExecutor, Outcome
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,6 @@ log = logging.getLogger(__name__)
 PERMANENT = frozenset({ErrorKind.INTEGRITY})
 #: what the next attempt gets more of, by kind
 ESCALATE = {ErrorKind.OUT_OF_MEMORY: "memory", ErrorKind.TIMEOUT: "time", ErrorKind.INTERRUPTED: "time"}
-_RUNNING = ("RUNNING", "COMPLETING")  # scheduler states that mean the task runs
-#: scheduler reasons of the ordinary wait for a free slot (anything else is recorded as the task's ``waiting``)
-ORDINARY_WAIT = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "QOSMaxJobsPerUserLimit",
-                           "AssocMaxJobsLimit", "AssocGrpJobsLimit", "Dependency"})
-#: what a scheduler reason means for a survey night, where it is not self-explanatory
-WAIT_MEANING = {
-    "BeginTime": "held back until a later start time (Slurm requeues a task whose launch failed, e.g. on a "
-                 "node whose slurmd did not answer, with a delayed start)",
-    "launch failed requeued held": "its launch failed on the node; Slurm requeued it and holds it "
-                                   "(`scontrol release` frees it)",
-    "JobHeldAdmin": "held by an administrator",
-    "JobHeldUser": "held (`scontrol release` frees it)",
-    "ReqNodeNotAvail": "the nodes it may run on are not available",
-    "NodeDown": "its node is down",
-    "PartitionDown": "its partition is down",
-    "PartitionInactive": "its partition is inactive",
-    "BadConstraints": "its requested resources can never be satisfied",
-}
 
 
 class Collector:
@@ -79,7 +62,7 @@ class Collector:
         """Collect what finished; returns counts of what happened this poll."""
         now = now or time.time()
         active = self.db.tasks(*TASK_ACTIVE)
-        counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0}
+        counts = {TaskState.DONE: 0, TaskState.FAILED: 0, "retried": 0, TaskState.LOST: 0}
         if not active:
             self.executor.idle_poll()  # e.g. keep a worker pool full while nothing is in flight
             return counts
@@ -88,11 +71,11 @@ class Collector:
         touched: set[str] = set()
         for t in active:
             if t.job_id in queued:  # still holds its slot (even if its result is already written)
-                running = queued[t.job_id] in _RUNNING
-                if running and (t.state != TaskState.RUNNING or t.missing_since):
+                entry = QueueEntry.of(queued[t.job_id])  # an executor may still answer with a bare state word
+                if entry.running and (t.state != TaskState.RUNNING or t.missing_since):
                     self.db.mark_running(t.part, t.ccd)
-                elif not running:
-                    waiting = self._waiting(t, queued[t.job_id])
+                elif not entry.running:
+                    waiting = self._waiting(t, entry)
                     if t.state != TaskState.SUBMITTED or t.missing_since or waiting != t.waiting:
                         self.db.mark_pending(t.part, t.ccd, waiting)
                 continue
@@ -114,12 +97,12 @@ class Collector:
             self.db.refresh_part_state(part, now)
         return counts
 
-    def _waiting(self, t: TaskRow, state: str) -> str | None:
-        """``REASON: meaning`` when the scheduler holds ``t`` for more than a free slot (logged once per reason)."""
-        reason = getattr(state, "reason", "") or ""
-        if reason in ORDINARY_WAIT:
+    def _waiting(self, t: TaskRow, entry: QueueEntry) -> str | None:
+        """``REASON: meaning`` when the scheduler holds ``t`` for more than a free slot (logged once per reason;
+        the reason words are Slurm's: :func:`dwfhpc.scheduler.slurm.waiting`)."""
+        waiting = scheduler_waiting(entry.reason)
+        if waiting is None:
             return None
-        waiting = f"{reason}: {WAIT_MEANING[reason]}" if reason in WAIT_MEANING else reason
         if waiting != t.waiting:
             log.warning("%s CCD %d: pending in the scheduler as %s (job %s)", t.part, t.ccd, waiting, t.job_id,
                         extra={"part": t.part})
@@ -137,7 +120,7 @@ class Collector:
                                           f"retrying with the neighbours' shift {shift[0]:+.2f}\", {shift[1]:+.2f}\"",
                                        prior_shift=shift)
             self.db.finish(t.part, t.ccd, result, now)
-            return "done"
+            return TaskState.DONE
         kind, error = outcome.error_kind, outcome.message
         self.db.record_attempt(t.part, t.ccd, result, now)
         if kind in PERMANENT:
@@ -161,7 +144,7 @@ class Collector:
             self.db.fail(t.part, t.ccd, reason)
         log.error("%s CCD %d: %s after %d attempts: %s", t.part, t.ccd, final_state, t.attempt, reason,
                   extra={"part": t.part})
-        return "lost" if final_state == TaskState.LOST else "failed"
+        return final_state
 
     def _ceiling(self, t: TaskRow) -> str | None:
         """The runaway guard: why this task's exposure or night may be resubmitted no more, or None."""

@@ -375,7 +375,7 @@ class Inbox:
         reason = _printable(reason)
         if record:  # a bad copy of a part already accepted must not overwrite its record (paths, state)
             known = self.db.part(stem)
-            record = known is None or known.state == "quarantined"
+            record = known is None or known.state == PartState.QUARANTINED
         folder = self._quarantine_folder(stem)
         (folder / "reason.txt").write_text(reason + "\n")
         for f in (tar, manifest_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..report import percentile
 from ..report.counts import ccd_counts, counts_dict
 from ..state import StateDB
+from ..states import PartState, TaskState, exposure_state_from_tasks
 
 
 def _spread(values: list[float]) -> dict:
@@ -17,7 +18,7 @@ def _spread(values: list[float]) -> dict:
 def spread_of_done(tasks, start: str, end: str) -> dict:
     """p50/p95 over done tasks of ``end - start`` (two TaskRow time fields)."""
     return _spread([getattr(t, end) - getattr(t, start) for t in tasks
-                    if t.state == "done" and getattr(t, end) and getattr(t, start)])
+                    if t.state == TaskState.DONE and getattr(t, end) and getattr(t, start)])
 
 
 def mode(site, db: StateDB) -> dict:
@@ -39,7 +40,7 @@ def masters_waiting(db: StateDB, site, night: str | None = None) -> list[dict]:
     night within ``calibration.masters_max_age_days``), so they wait: night, ccds (how many), why."""
     from .masters import UsableMasters  # the calibration stack: only when there is science queued
 
-    queued = [t for t in db.tasks("queued", night=night) if t.kind == "science"]
+    queued = [t for t in db.tasks(TaskState.QUEUED, night=night) if t.kind == "science"]
     if not queued:
         return []
     age = site.calibration.masters_max_age_days
@@ -71,20 +72,17 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
     waiting for masters."""
     parts = [p for p in db.parts(night=night)]
     tasks = db.tasks(night=night)
-    exposures: dict[str, dict[str, int]] = {}
+    exposures: dict[str, list[TaskState]] = {}
     for t in tasks:
-        e = exposures.setdefault(t.expid, {})
-        e[t.state] = e.get(t.state, 0) + 1
+        exposures.setdefault(t.expid, []).append(t.state)
     exp_states: dict[str, int] = {}
-    for counts in exposures.values():
-        total = sum(counts.values())
-        state = ("done" if counts.get("done", 0) == total else
-                 "failed" if sum(counts.get(s, 0) for s in ("done", "failed", "lost")) == total else "in progress")
+    for states in exposures.values():
+        state = exposure_state_from_tasks(states)
         exp_states[state] = exp_states.get(state, 0) + 1
     latency = []
     for p in parts:
         mine = [t for t in tasks if t.part == p.stem]
-        if mine and all(t.state == "done" for t in mine) and p.t_inbox:
+        if mine and all(t.state == TaskState.DONE for t in mine) and p.t_inbox:
             latency.append(max(t.t_finished for t in mine) - p.t_inbox)
     count = lambda items: {s: sum(i.state == s for i in items) for s in sorted({i.state for i in items})}  # noqa: E731
     return {
@@ -96,12 +94,12 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
         "latency_part_to_products": {"n": len(latency), "p50": percentile(latency, 50) if latency else None,
                                      "p95": percentile(latency, 95) if latency else None},
         "failures": [{"part": t.part, "ccd": t.ccd, "state": t.state, "attempts": t.attempt, "reason": t.reason}
-                     for t in tasks if t.state in ("failed", "lost")]
-                    + [{"part": p.stem, "ccd": None, "state": "quarantined", "attempts": 0, "reason": p.reason}
-                       for p in parts if p.state == "quarantined"],
+                     for t in tasks if t.state in (TaskState.FAILED, TaskState.LOST)]
+                    + [{"part": p.stem, "ccd": None, "state": PartState.QUARANTINED, "attempts": 0, "reason": p.reason}
+                       for p in parts if p.state == PartState.QUARANTINED],
         "retried": sum(t.attempt > 1 for t in tasks),
         "waiting": [{"part": t.part, "ccd": t.ccd, "job_id": t.job_id, "waiting": t.waiting}
-                    for t in tasks if t.waiting and t.state == "submitted"],
+                    for t in tasks if t.waiting and t.state == TaskState.SUBMITTED],
         # per CCD: submitted (array submitted, or ticket handed to the workers) -> running -> products
         "queue_seconds": spread_of_done(tasks, "t_submitted", "t_started"),
         "run_seconds": spread_of_done(tasks, "t_started", "t_finished"),

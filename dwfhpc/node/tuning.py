@@ -30,8 +30,8 @@ def _glibc() -> bool:
 
 def tune_malloc() -> bool:
     """Set the malloc thresholds once per process; True when glibc took them."""
-    if "done" in _state:
-        return _state["done"]
+    if "tuned" in _state:
+        return _state["tuned"]
     ok = False
     if os.environ.get("DWFHPC_MALLOPT", "1") != "0" and _glibc():
         try:
@@ -43,5 +43,5 @@ def tune_malloc() -> bool:
             ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
         except (OSError, AttributeError):
             ok = False
-    _state["done"] = ok
+    _state["tuned"] = ok
     return ok

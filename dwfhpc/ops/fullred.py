@@ -35,6 +35,7 @@ from ..node.stage import stage_ccd
 from ..parts import read_manifest
 from ..scheduler import SCHEDULERS, CommandNotFound, Scheduler, job_name, scheduler_for
 from ..state import StateDB
+from ..states import PartState
 from ..templates import render
 from .lookup import match_exposure
 
@@ -84,7 +85,7 @@ class FullReduction:
 # --------------------------------------------------------------------------- finding the visit
 def hsc_visits(db: StateDB) -> dict[int, str]:
     """HSC visits in the state DB: visit number -> expid."""
-    return {p.expnum: p.expid for p in db.parts() if p.instrument == "hsc" and p.state != "quarantined"}
+    return {p.expnum: p.expid for p in db.parts() if p.instrument == "hsc" and p.state != PartState.QUARANTINED}
 
 
 def find_visit(db: StateDB, wanted: str) -> tuple[int, str]:

@@ -12,6 +12,10 @@ Tables (times are Unix seconds, UTC):
                stream, attempts, reason, retryable, t_packed, t_send_start, t_confirmed, send_seconds
 ``events``     t, level, expid, message (what the live view and the logs said)
 
+Exposures and parts change state through the named transitions of :class:`Journal` (``mark_*``,
+:meth:`Journal.part_packed`, :meth:`Journal.part_attempt`, :meth:`Journal.confirm_exposure_if_done`);
+:meth:`Journal.set_exposure` and :meth:`Journal.set_part` write the other columns.
+
 Latency breakdown of an exposure: wait = t_pack_start - t_complete, pack = t_packed - t_pack_start,
 send = t_delivered - t_packed, total = t_delivered - t_complete.
 """
@@ -144,8 +148,28 @@ class Journal(Database):
                    (PushExposureState.COMPLETE, now, expid, PushExposureState.SEEN))
 
     def set_exposure(self, expid: str, **fields) -> None:
-        """Update columns of an exposure (the table's own columns only: an unknown one raises ValueError)."""
+        """Update columns of an exposure (the table's own columns only: an unknown one raises ValueError).
+
+        Its state changes through the named transitions below (``mark_*``)."""
         self.update("exposures", {"expid": expid}, fields)
+
+    # exposure transitions: seen -> complete -> packing -> packed -> delivered, or failed; back to complete
+    # (packed again) after an interrupted packing or parts the receiver lost
+    def mark_packing(self, expid: str, **fields) -> None:
+        """Packing of the exposure started; ``fields``: other columns (t_pack_start, codec, attempts, ...)."""
+        self.update("exposures", {"expid": expid}, {"state": PushExposureState.PACKING, **fields})
+
+    def mark_packed(self, expid: str, **fields) -> None:
+        """Every part of the exposure is packed (or packed parts are queued again); ``fields``: other columns."""
+        self.update("exposures", {"expid": expid}, {"state": PushExposureState.PACKED, **fields})
+
+    def mark_repack(self, expid: str, **fields) -> None:
+        """Back to complete: the exposure is packed again (confirmed parts are skipped); ``fields``: other columns."""
+        self.update("exposures", {"expid": expid}, {"state": PushExposureState.COMPLETE, **fields})
+
+    def mark_exposure_failed(self, expid: str, reason: str) -> None:
+        """Packing or a part's sending failed for good: final ``failed`` with ``reason``."""
+        self.update("exposures", {"expid": expid}, {"state": PushExposureState.FAILED, "reason": reason})
 
     def exposure(self, expid: str) -> ExposureRow | None:
         rows = self._rows("SELECT * FROM exposures WHERE expid=?", (expid,))
@@ -174,8 +198,26 @@ class Journal(Database):
             return True
 
     def set_part(self, expid: str, k: int, **fields) -> None:
-        """Update columns of a sent part (the table's own columns only: an unknown one raises ValueError)."""
+        """Update columns of a sent part (the table's own columns only: an unknown one raises ValueError).
+
+        Its state changes through the named transitions (:meth:`part_packed`, :meth:`part_attempt`, ``mark_part_*``)."""
         self.update("parts", {"expid": expid, "k": k}, fields)
+
+    # part transitions: packed -> sending -> confirmed, or failed; back to packed to be sent again
+    def mark_part_packed(self, expid: str, k: int, **fields) -> None:
+        """The part is to be sent (again): back to packed; ``fields``: other columns (reason, retryable, ...)."""
+        self.update("parts", {"expid": expid, "k": k}, {"state": SentPartState.PACKED, **fields})
+
+    def mark_part_confirmed(self, expid: str, k: int, *, now: float, send_seconds: float) -> None:
+        """The part is in the receiver's inbox."""
+        self.update("parts", {"expid": expid, "k": k},
+                    {"state": SentPartState.CONFIRMED, "t_confirmed": now, "send_seconds": send_seconds,
+                     "reason": None, "retryable": 0})
+
+    def mark_part_failed(self, expid: str, k: int, reason: str, *, retryable: bool) -> None:
+        """Sending the part failed: ``failed`` with ``reason`` (``retryable``: a later run sends it again)."""
+        self.update("parts", {"expid": expid, "k": k},
+                    {"state": SentPartState.FAILED, "reason": reason, "retryable": int(retryable)})
 
     def part_attempt(self, expid: str, k: int, stream: int, now: float) -> None:
         self._exec("UPDATE parts SET state=?, stream=?, attempts=attempts+1, t_send_start=?"
@@ -201,7 +243,8 @@ class Journal(Database):
                               (expid, SentPartState.CONFIRMED))[0]["c"]
             if done < exp.nparts:
                 return False
-            self.set_exposure(expid, state=PushExposureState.DELIVERED, t_delivered=now, reason=None)
+            self.update("exposures", {"expid": expid},
+                        {"state": PushExposureState.DELIVERED, "t_delivered": now, "reason": None})
             return True
 
     # ---------------------------------------------------------------- events, summary

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..config import PushSettings
 from ..errors import DwfError
 from ..parts import Part, pack_exposure
+from ..states import PushExposureState
 from .journal import ExposureRow, Journal
 from .order import Flight
 from .view import PushView
@@ -59,8 +60,7 @@ class Packer:
     def submit(self, exp: ExposureRow) -> None:
         """Start packing ``exp`` (call holding ``flight.lock``)."""
         self.flight.expids.add(exp.expid)
-        self.journal.set_exposure(exp.expid, state="packing", t_pack_start=time.time(), codec=self.codec,
-                                  attempts=exp.attempts + 1)
+        self.journal.mark_packing(exp.expid, t_pack_start=time.time(), codec=self.codec, attempts=exp.attempts + 1)
         self.packing[exp.expid] = self._threads.submit(self._pack, exp)
 
     def _pack(self, exp: ExposureRow) -> None:
@@ -72,7 +72,7 @@ class Packer:
                                   progress=lambda part: self._on_part(exp, part))
         except (DwfError, OSError) as exc:
             reason = f"packing failed: {exc}"
-            self.journal.set_exposure(exp.expid, state="failed", reason=reason)
+            self.journal.mark_exposure_failed(exp.expid, reason)
             self.journal.event("error", reason, exp.expid)
             with self.flight.lock:
                 self.flight.expids.discard(exp.expid)
@@ -81,7 +81,7 @@ class Packer:
             self.view.event("error", "pack-failed", expid=exp.expid, reason=str(exc))
             return
         except Exception as exc:  # a worker process died (BrokenProcessPool) or a bug: report, keep going
-            self.journal.set_exposure(exp.expid, state="complete", reason=f"packing interrupted: {exc!r}")
+            self.journal.mark_repack(exp.expid, reason=f"packing interrupted: {exc!r}")
             with self.flight.lock:
                 self.flight.expids.discard(exp.expid)
                 self.packing.pop(exp.expid, None)
@@ -90,8 +90,8 @@ class Packer:
         now = time.time()
         codec = next((part.codec for part in parts if part.codec), self.codec)  # ``auto`` as resolved
         with self.flight.lock:
-            if self.journal.exposure(exp.expid).state == "packing":  # not already delivered by the streams
-                self.journal.set_exposure(exp.expid, state="packed")
+            if self.journal.exposure(exp.expid).state == PushExposureState.PACKING:  # not already delivered
+                self.journal.mark_packed(exp.expid)
             self.journal.set_exposure(exp.expid, t_packed=now, nparts=len(parts), codec=codec)
             self.packing.pop(exp.expid, None)
             self.view.event("info", "packed", expid=exp.expid, parts=len(parts), codec=codec,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import SiteSettings
 from ..link import Transport
+from ..states import PushExposureState, SentPartState
 from .journal import Journal
 from .order import Flight
 from .sender import Retry
@@ -39,23 +40,23 @@ class Reconciler:
 
     def recover(self) -> None:
         """After a crash: exposures half packed are re-packed; parts not confirmed are queued again."""
-        for exp in self.journal.exposures("packing"):
-            self.journal.set_exposure(exp.expid, state="complete")
-        for exp in self.journal.exposures("packed", "failed"):
-            if exp.state == "failed" and not self.journal.parts(exp.expid, "failed"):
+        for exp in self.journal.exposures(PushExposureState.PACKING):
+            self.journal.mark_repack(exp.expid)
+        for exp in self.journal.exposures(PushExposureState.PACKED, PushExposureState.FAILED):
+            if exp.state == PushExposureState.FAILED and not self.journal.parts(exp.expid, SentPartState.FAILED):
                 continue  # failed while packing: the reason is recorded; not retried
-            parts = [pt for pt in self.journal.parts(exp.expid) if pt.state != "confirmed"
-                     and not (pt.state == "failed" and not pt.retryable)]
+            parts = [pt for pt in self.journal.parts(exp.expid) if pt.state != SentPartState.CONFIRMED
+                     and not (pt.state == SentPartState.FAILED and not pt.retryable)]
             if not parts:
                 self.journal.confirm_exposure_if_done(exp.expid, time.time())
                 continue
             if not self._local(parts):
-                self.journal.set_exposure(exp.expid, state="complete")  # re-pack; confirmed parts are skipped
+                self.journal.mark_repack(exp.expid)  # re-pack; confirmed parts are skipped
                 continue
-            self.journal.set_exposure(exp.expid, state="packed", reason=None)
+            self.journal.mark_packed(exp.expid, reason=None)
             self.flight.expids.add(exp.expid)
             for pt in parts:
-                self.journal.set_part(exp.expid, pt.k, state="packed", reason=None)
+                self.journal.mark_part_packed(exp.expid, pt.k, reason=None)
                 self.flight.enqueue(exp, pt.k, pt.n, pt.tar_bytes or 0)
             self.view.event("info", "resume", expid=exp.expid, parts=len(parts))
 
@@ -63,7 +64,8 @@ class Reconciler:
         """End of night: parts the receiver does not hold (expnum > exp_min) are sent again."""
         held = self.receiver_listing()
         missing_total = 0
-        for exp in self.journal.exposures("packed", "delivered", "failed"):
+        for exp in self.journal.exposures(PushExposureState.PACKED, PushExposureState.DELIVERED,
+                                          PushExposureState.FAILED):
             if exp.expnum <= self.exp_min or not exp.nparts or exp.expid in self.flight:
                 continue
             missing = [pt for pt in self.journal.parts(exp.expid)
@@ -73,15 +75,15 @@ class Reconciler:
                 continue
             missing_total += len(missing) + exp.nparts - len(known)
             for pt in missing:
-                self.journal.set_part(exp.expid, pt.k, state="packed", reason=None, t_confirmed=None)
+                self.journal.mark_part_packed(exp.expid, pt.k, reason=None, t_confirmed=None)
             if self._local(missing) and len(known) >= exp.nparts:
-                self.journal.set_exposure(exp.expid, state="packed", t_delivered=None, reason=None)
+                self.journal.mark_packed(exp.expid, t_delivered=None, reason=None)
                 self.flight.expids.add(exp.expid)
                 fresh = self.journal.exposure(exp.expid)
                 for pt in missing:
                     self.flight.enqueue(fresh, pt.k, pt.n, pt.tar_bytes or 0)
             else:  # part files gone (deleted after delivery): re-pack; parts still held are skipped
-                self.journal.set_exposure(exp.expid, state="complete", t_delivered=None, reason=None)
+                self.journal.mark_repack(exp.expid, t_delivered=None, reason=None)
             self.view.event("warning", "missing-on-receiver", expid=exp.expid, parts=len(missing))
         self.view.event("info", "reconciled", receiver_files=len(held), missing_parts=missing_total)
 

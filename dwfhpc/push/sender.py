@@ -16,6 +16,7 @@ from typing import TypeVar
 from ..config import TransportSettings
 from ..errors import TransferError
 from ..link import Transport
+from ..states import StreamState
 from .journal import Journal
 from .order import Flight, QueuedPart
 from .view import PushView, StreamStats, ViewState
@@ -119,13 +120,13 @@ class Sender:
                 batch = self.flight.queue.get_batch(timeout=0.5, share=self._share)
                 if not batch:
                     continue
-                stats.state, stats.part = "sending", _label(batch)
+                stats.state, stats.part = StreamState.SENDING, _label(batch)
                 try:
                     sent = self._send(tr, batch, stats)
                 finally:
                     with self._busy_lock:
                         self._busy -= 1
-                    stats.state, stats.part = "idle", ""
+                    stats.state, stats.part = StreamState.IDLE, ""
                 if sent is None:
                     continue
                 if mover is None:
@@ -168,7 +169,7 @@ class Sender:
         t0 = time.monotonic()
 
         def attempt() -> None:
-            stats.state = "sending"
+            stats.state = StreamState.SENDING
             now = time.time()
             for qp in batch:
                 self.journal.part_attempt(qp.expid, qp.k, tr.stream, now)
@@ -204,8 +205,7 @@ class Sender:
     def _confirm(self, tr: Transport, qp: QueuedPart, now: float, seconds: float, stats: StreamStats) -> None:
         tar, manifest = self.outgoing / qp.tar, self.outgoing / qp.manifest
         with self.flight.lock:
-            self.journal.set_part(qp.expid, qp.k, state="confirmed", t_confirmed=now, send_seconds=seconds,
-                                  reason=None, retryable=0)
+            self.journal.mark_part_confirmed(qp.expid, qp.k, now=now, send_seconds=seconds)
             if not self.keep_sent_parts:
                 tar.unlink(missing_ok=True)
                 manifest.unlink(missing_ok=True)
@@ -217,10 +217,10 @@ class Sender:
     def _part_failed(self, qp: QueuedPart, exc: TransferError) -> None:
         with self.flight.lock:
             if self.stop.is_set() and exc.retryable:  # interrupted: left for the next run
-                self.journal.set_part(qp.expid, qp.k, state="packed", reason=str(exc), retryable=1)
+                self.journal.mark_part_packed(qp.expid, qp.k, reason=str(exc), retryable=1)
                 return
-            self.journal.set_part(qp.expid, qp.k, state="failed", reason=str(exc), retryable=int(exc.retryable))
-            self.journal.set_exposure(qp.expid, state="failed", reason=f"part {qp.k}: {exc}")
+            self.journal.mark_part_failed(qp.expid, qp.k, str(exc), retryable=exc.retryable)
+            self.journal.mark_exposure_failed(qp.expid, f"part {qp.k}: {exc}")
             self.journal.event("error", str(exc), qp.expid)
             if qp.expid in self.flight.expids:
                 self.flight.expids.discard(qp.expid)

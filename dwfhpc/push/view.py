@@ -20,10 +20,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..states import StreamState
+
 
 @dataclass
 class StreamStats:
-    state: str = "idle"
+    state: str = StreamState.IDLE
     part: str = ""
     bytes_total: int = 0
     parts_sent: int = 0

@@ -27,6 +27,7 @@ from ..errors import DwfError
 from ..fitsio_utils import check_complete
 from ..instruments import exposure_info, instrument_for
 from ..parts.schema import SchemaError, check_exposure_identity
+from ..states import PushExposureState
 from .journal import Journal
 
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
@@ -189,6 +190,6 @@ class Watcher:
 
     def recover_visits(self) -> None:
         """After a restart: HSC visits seen but not yet complete go back under watch."""
-        for exp in self.journal.exposures("seen"):
+        for exp in self.journal.exposures(PushExposureState.SEEN):
             self._visit_last[exp.expid] = exp.t_seen or self.clock()
             self._expected[exp.expid] = len(instrument_for(exp.instrument).good_ccds)

@@ -16,11 +16,9 @@ import numpy as np
 
 from ..config import SiteSettings
 from ..state import StateDB, TaskRow
+from ..states import TASK_DISPLAY, PartState, TaskState
 from .counts import ccd_counts
 from .model import CCDRecord, ExposureRecord, NightData, median_of_known
-
-_STATE = {"queued": "queued", "submitted": "queued", "running": "running", "done": "done", "failed": "failed",
-          "lost": "lost"}
 
 
 def _journal(site: SiteSettings):
@@ -31,7 +29,7 @@ def _journal(site: SiteSettings):
 
 
 def _stages(tasks: list[TaskRow], arrived: dict[str, float]) -> dict[str, float]:
-    ok = [t for t in tasks if t.state == "done" and t.result]
+    ok = [t for t in tasks if t.state == TaskState.DONE and t.result]
     if not ok:
         return {}
     tm = [t.result.get("timings", {}) for t in ok]
@@ -54,7 +52,7 @@ def nights(db: StateDB) -> list[str]:
 def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | None = None) -> NightData:
     """Exposures and CCDs of ``night`` as the report shows them."""
     journal = _journal(site)
-    parts = [p for p in db.parts(night=night) if p.state != "quarantined"]
+    parts = [p for p in db.parts(night=night) if p.state != PartState.QUARANTINED]
     tasks = db.tasks(night=night)
     by_exp: dict[str, list[TaskRow]] = defaultdict(list)
     for t in tasks:
@@ -64,9 +62,9 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
         eparts = [p for p in parts if p.expid == expid]
         ets = by_exp.get(expid, [])
         first = eparts[0]
-        qa = [(t.result or {}).get("qa", {}) for t in ets if t.state == "done"]
+        qa = [(t.result or {}).get("qa", {}) for t in ets if t.state == TaskState.DONE]
         rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
-                             field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == "done" for t in ets),
+                             field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == TaskState.DONE for t in ets),
                              stages=_stages(ets, {p.stem: p.t_inbox for p in eparts if p.t_inbox}),
                              fwhm=median_of_known(q.get("fwhm_arcsec") for q in qa),
                              sky=median_of_known(q.get("sky") for q in qa), nsources=median_of_known(q.get("n_sources") for q in qa))
@@ -76,12 +74,12 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
             rec.stages["pack"] = row.t_packed - row.t_complete
         if row and row.t_packed and row.t_delivered:
             rec.stages["transfer"] = row.t_delivered - row.t_packed
-        if ets and all(t.state == "done" for t in ets):
+        if ets and all(t.state == TaskState.DONE for t in ets):
             rec.t_products = max(t.t_finished for t in ets if t.t_finished)
         exposures.append(rec)
         for t in ets:
             q = (t.result or {}).get("qa", {})
-            ccds.append(CCDRecord(expid, t.ccd, _STATE.get(t.state, t.state), t.attempt, t.reason,
+            ccds.append(CCDRecord(expid, t.ccd, TASK_DISPLAY[TaskState(t.state)], t.attempt, t.reason,
                                   fwhm=q.get("fwhm_arcsec"), ellipticity=q.get("ellipticity"), sky=q.get("sky"),
                                   nsources=q.get("n_sources"),
                                   wcs_status=((t.result or {}).get("wcs") or {}).get("status")))

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from ..states import DisplayState, PartState, task_display
+
 GROUPS = ("science", "calibration")
 LABELS = {"science": "science CCDs", "calibration": "calibration CCDs"}
 STATES = ("calibrated", "failed", "lost", "in_flight")
-_STATE = {"done": "calibrated", "failed": "failed", "lost": "lost", "queued": "in_flight",
-          "submitted": "in_flight", "running": "in_flight"}
 
 
 @dataclass
@@ -43,6 +43,16 @@ class CCDCounts:
                 f"{self.in_flight} in flight")
 
 
+def _bucket(state: str) -> str:
+    """The :class:`CCDCounts` field a task state counts in, from the word it is shown as (:data:`TASK_DISPLAY`)."""
+    shown = task_display(state)  # a state this module does not know yet: ValueError, never silently dropped
+    if shown is DisplayState.DONE:
+        return "calibrated"
+    if shown in (DisplayState.QUEUED, DisplayState.RUNNING):
+        return "in_flight"
+    return str(shown)  # failed, lost
+
+
 def group_of(kind: str | None) -> str:
     """``science`` for science exposures, ``calibration`` for every calibration frame."""
     return "science" if (kind or "science") == "science" else "calibration"
@@ -53,9 +63,7 @@ def tally(ccds: Iterable[tuple[str | None, str]], missing: dict[str, int] | None
     out = {g: CCDCounts() for g in GROUPS}
     for kind, state in ccds:
         counts = out[group_of(kind)]
-        key = _STATE.get(str(state))
-        if key is None:  # a state this module does not know yet: never silently dropped
-            raise ValueError(f"unknown task state {state!r}")
+        key = _bucket(state)
         setattr(counts, key, getattr(counts, key) + 1)
     for group, n in (missing or {}).items():
         out[group].in_flight += n
@@ -72,7 +80,7 @@ def promised_ccds(part) -> int | None:
     from ..errors import DwfError
     from ..parts import read_manifest
 
-    if not getattr(part, "manifest", None) or getattr(part, "state", None) == "quarantined":
+    if not getattr(part, "manifest", None) or getattr(part, "state", None) == PartState.QUARANTINED:
         return None
     try:
         return len(read_manifest(part.manifest).ccds_in_exposure)
@@ -93,7 +101,7 @@ def ccd_counts(db, night: str | None = None, expids: Iterable[str] | None = None
         have[t.expid] = have.get(t.expid, 0) + 1
     missing = {g: 0 for g in GROUPS}
     seen: set[str] = set()
-    for p in sorted(parts, key=lambda p: p.state == "quarantined"):  # a delivered part's manifest first
+    for p in sorted(parts, key=lambda p: p.state == PartState.QUARANTINED):  # a delivered part's manifest first
         if p.expid in seen:
             continue
         seen.add(p.expid)

@@ -23,10 +23,11 @@ from .. import __version__  # noqa: E402
 from ..atomic import atomic_write_text  # noqa: E402
 from ..instruments import decam_focal_plane, hsc_focal_plane  # noqa: E402
 from .counts import GROUPS, LABELS, CCDCounts, tally  # noqa: E402
+from ..states import DisplayState  # noqa: E402
 from .model import STAGES, NightData, percentile  # noqa: E402
 
-STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "lost": "#6a1b9a", "running": "#f9a825",
-                 "queued": "#90a4ae", "missing": "#eceff1"}
+STATE_COLOURS = {DisplayState.DONE: "#2e7d32", DisplayState.FAILED: "#c62828", DisplayState.LOST: "#6a1b9a",
+                 DisplayState.RUNNING: "#f9a825", DisplayState.QUEUED: "#90a4ae", DisplayState.MISSING: "#eceff1"}
 
 
 def _svg(fig) -> str:
@@ -91,7 +92,8 @@ def plot_quality(data: NightData) -> str:
 
 
 FOCAL_PLANES = {"decam": ("DECam", decam_focal_plane.ccd_boxes), "hsc": ("HSC", hsc_focal_plane.ccd_boxes)}
-_WORST_LAST = ["missing", "done", "queued", "running", "failed", "lost"]
+_WORST_LAST = [DisplayState.MISSING, DisplayState.DONE, DisplayState.QUEUED, DisplayState.RUNNING,
+               DisplayState.FAILED, DisplayState.LOST]
 
 
 def focal_plane_states(data: NightData) -> dict[int, str]:
@@ -100,7 +102,7 @@ def focal_plane_states(data: NightData) -> dict[int, str]:
     ccds = [c for c in data.ccds if c.expid in science] or data.ccds
     states: dict[int, str] = {}
     for c in ccds:
-        state = c.state if c.state in _WORST_LAST else "missing"
+        state = c.state if c.state in _WORST_LAST else DisplayState.MISSING
         prev = states.get(c.ccd)
         if prev is None or _WORST_LAST.index(state) > _WORST_LAST.index(prev):
             states[c.ccd] = state
@@ -132,7 +134,7 @@ def plot_focal_plane(data: NightData) -> str:
     fig, ax = plt.subplots(figsize=(6, 5.5))
     fontsize = 5 if len(boxes) <= 70 else 4
     for ccd, (name, x0, y0, w, h) in boxes.items():
-        state = states.get(ccd, "missing")
+        state = states.get(ccd, DisplayState.MISSING)
         ax.add_patch(Rectangle((x0, y0), w, h, facecolor=STATE_COLOURS.get(state, "#eceff1"), edgecolor="k", lw=0.5,
                                gid=f"ccd-{ccd}-{state}"))
         label = name
@@ -193,7 +195,7 @@ def render_html(data: NightData) -> str:
     """The whole page as a string."""
     esc = html.escape
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _summary_rows(data))
-    failures = [c for c in data.ccds if c.state in ("failed", "lost")]
+    failures = [c for c in data.ccds if c.state in (DisplayState.FAILED, DisplayState.LOST)]
     fail_rows = "".join(
         f"<tr><td>{esc(c.expid)}</td><td>{c.ccd}</td><td>{esc(c.state)}</td><td>{c.attempts}</td><td>{esc(c.reason or '')}</td></tr>"
         for c in failures

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..config import SchedulerSettings
 from ..errors import DwfError
+from ..states import QueueEntry, SchedulerState
 from .base import (JOB_PREFIX, Call, CommandNotFound, QueuedTask, Resources, Scheduler, job_name, run,
                    walltime)
 from .pbs import Pbs, Torque
@@ -27,5 +28,6 @@ def scheduler_for(kind: str, settings: SchedulerSettings | None = None, *, call:
     raise DwfError(f"unknown scheduler {kind!r} ({', '.join(SCHEDULERS)})")
 
 
-__all__ = ["JOB_PREFIX", "SCHEDULERS", "Call", "CommandNotFound", "Pbs", "QueuedTask", "Resources", "Scheduler",
+__all__ = ["JOB_PREFIX", "SCHEDULERS", "Call", "CommandNotFound", "Pbs", "QueueEntry", "QueuedTask", "Resources", "Scheduler",
+           "SchedulerState",
            "Slurm", "Torque", "job_name", "run", "scheduler_for", "walltime"]

@@ -11,7 +11,9 @@ A :class:`Scheduler` owns, for its scheduler:
 * resources (:class:`Resources`, from the site config's ``scheduler:`` section) -> the script's
   directive lines (``#SBATCH ...`` / ``#PBS ...``);
 * submitting a script and parsing the job id it prints;
-* ONE queue query for all our tasks (id -> state);
+* ONE queue query for all our tasks (id -> :class:`~dwfhpc.states.QueueEntry`: the scheduler's own
+  state words translated into :class:`~dwfhpc.states.SchedulerState` by :meth:`Scheduler.translate`,
+  as Parsl's providers fill ``JobStatus``);
 * why a task that left the queue ended, where the scheduler keeps a record;
 * the largest array the cluster accepts, and cancelling.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from ..config import SchedulerSettings
 from ..errors import DwfError
+from ..states import QueueEntry, SchedulerState
 
 #: every job dwfhpc submits is named ``dwf-...``; ``dwfhpc jobs`` finds ours by this prefix
 JOB_PREFIX = "dwf-"
@@ -104,34 +107,23 @@ class Resources:
         return int(self.tmp_gb * 1024) if self.tmp_gb else None
 
 
+_UNKNOWN = QueueEntry(SchedulerState.UNKNOWN)
+
+
 @dataclass(frozen=True)
 class QueuedTask:
-    """One task (array tasks expanded) in the scheduler's queue."""
+    """One task (array tasks expanded) in the scheduler's queue, as the scheduler's translator read it."""
 
     job_id: str
     name: str
-    state: str  # PENDING, RUNNING, ... ; Slurm's held jobs are PENDING with reason JobHeldUser/JobHeldAdmin
-    reason: str = ""
+    state: str  # the scheduler's word as ``dwfhpc jobs`` shows it (Slurm's own; PBS's letters named)
+    reason: str = ""  # what the scheduler says it waits for (Slurm's %r, PBS's comment)
+    entry: QueueEntry = _UNKNOWN  # the state in dwfhpc's words, and the reason
+    display_state: str = ""  # what ``dwfhpc jobs`` shows (HELD for a held task); the state when empty
 
-    @property
-    def display_state(self) -> str:
-        return "HELD" if self.state == "PENDING" and "Held" in self.reason else self.state
-
-
-class QueueState(str):
-    """A task's scheduler state (``PENDING``, ``RUNNING``, ...) that also carries the scheduler's reason.
-
-    A ``str``, so it compares and prints as the state; ``reason`` is what the scheduler says the task
-    waits for (Slurm's ``%r``: ``Priority``, ``Resources``, ``BeginTime``, ``launch failed requeued
-    held``, ...), empty where the scheduler says nothing.
-    """
-
-    reason: str
-
-    def __new__(cls, state: str, reason: str = "") -> QueueState:
-        obj = super().__new__(cls, state)
-        obj.reason = reason
-        return obj
+    def __post_init__(self) -> None:
+        if not self.display_state:
+            object.__setattr__(self, "display_state", self.state)
 
 
 # --------------------------------------------------------------------------- the scheduler
@@ -209,6 +201,24 @@ class Scheduler(ABC):
     @abstractmethod
     def parse_queue(self, text: str) -> list[QueuedTask]: ...
 
+    @abstractmethod
+    def translate(self, word: str, reason: str = "") -> QueueEntry:
+        """The scheduler's own state word (and reason) in dwfhpc's words: the one place each scheduler's
+        state vocabulary is read."""
+
+    def queued_task(self, job_id: str, name: str, word: str, reason: str = "") -> QueuedTask:
+        """A :class:`QueuedTask` of the queue listing, its state translated."""
+        return QueuedTask(job_id, name, self.state_name(word), reason, self.translate(word, reason),
+                          self.display(word, reason))
+
+    def state_name(self, word: str) -> str:
+        """The scheduler's word as ``dwfhpc jobs`` names it (PBS names its one-letter states)."""
+        return word
+
+    def display(self, word: str, reason: str = "") -> str:
+        """What ``dwfhpc jobs`` shows for a task (Slurm: HELD for a pending task held by its user or an admin)."""
+        return self.state_name(word)
+
     def task_key(self, task_id: str) -> str:
         """How two spellings of one id are compared (PBS: without the server suffix)."""
         return task_id
@@ -220,11 +230,11 @@ class Scheduler(ABC):
         found = self.parse_queue(proc.stdout)
         return [t for t in found if prefix is None or t.name.startswith(prefix)]
 
-    def queue(self, task_ids: Sequence[str], *, user: str | None = None) -> dict[str, QueueState]:
+    def queue(self, task_ids: Sequence[str], *, user: str | None = None) -> dict[str, QueueEntry]:
         """Which of ``task_ids`` are still queued or running, with their state and reason: one query (none for no ids)."""
         if not task_ids:
             return {}
-        states = {self.task_key(t.job_id): QueueState(t.state, t.reason) for t in self.tasks(user=user)}
+        states = {self.task_key(t.job_id): t.entry for t in self.tasks(user=user)}
         return {tid: states[self.task_key(tid)] for tid in task_ids if self.task_key(tid) in states}
 
     def gone_reasons(self, task_ids: Sequence[str]) -> dict[str, str]:

@@ -11,11 +11,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..states import QueueEntry, SchedulerState
 from .base import QueuedTask, Resources, Scheduler, walltime
 
-#: qstat's one-letter states -> the names the collector reads (Slurm's)
-STATES = {"Q": "PENDING", "H": "HELD", "R": "RUNNING", "E": "COMPLETING", "B": "RUNNING", "W": "PENDING",
-          "T": "PENDING", "S": "SUSPENDED", "U": "SUSPENDED"}
+#: qstat's one-letter states -> dwfhpc's (queued, held, running, exiting, an array begun, waiting for its
+#: start time, in transit, suspended, suspended by the workstation's user). A letter not here is UNKNOWN.
+STATES = {"Q": SchedulerState.PENDING, "H": SchedulerState.HELD, "R": SchedulerState.RUNNING,
+          "E": SchedulerState.COMPLETING, "B": SchedulerState.RUNNING, "W": SchedulerState.PENDING,
+          "T": SchedulerState.PENDING, "S": SchedulerState.SUSPENDED, "U": SchedulerState.SUSPENDED}
 #: states of a job that has left the queue although qstat still lists it: a finished subjob of an array that
 #: is still running (X), a finished job (F, with job history), one moved to another server (M), Torque's
 #: completed (C, kept for keep_completed seconds). They hold no slot and must count as gone.
@@ -94,8 +97,16 @@ class Pbs(Scheduler):
             fields = line.split()
             # an array's own line (123[]) is not a task: its subjobs (123[0], ...) are listed after it
             if len(fields) >= 5 and _ID.match(fields[0]) and "[]" not in fields[0] and fields[-2] not in GONE:
-                tasks.append(QueuedTask(fields[0], fields[1], STATES.get(fields[-2], fields[-2])))
+                tasks.append(self.queued_task(fields[0], fields[1], fields[-2]))
         return tasks
+
+    def translate(self, word: str, reason: str = "") -> QueueEntry:
+        """qstat's one-letter state -> :class:`QueueEntry` (:data:`STATES`); the job's comment as the reason."""
+        return QueueEntry(STATES.get(word, SchedulerState.UNKNOWN), reason or None)
+
+    def state_name(self, word: str) -> str:
+        """A letter of :data:`STATES` by its name (``R`` -> ``RUNNING``); another letter as it is."""
+        return STATES.get(word, word)
 
     def tasks(self, *, prefix: str | None = None, user: str | None = None) -> list[QueuedTask]:
         """As :meth:`Scheduler.tasks`; with a name ``prefix`` (``dwfhpc jobs``) from ``qstat -t -f``, one query too:
@@ -109,7 +120,7 @@ class Pbs(Scheduler):
             owner = attrs.get("Job_Owner", "").split("@")[0]
             if "[]" in jid or state in GONE or not name.startswith(prefix) or (user and owner != user):
                 continue
-            found.append(QueuedTask(jid, name, STATES.get(state, state), attrs.get("comment", "")))
+            found.append(self.queued_task(jid, name, state, attrs.get("comment", "")))
         return found
 
     def gone_reasons(self, task_ids: Sequence[str]) -> dict[str, str]:

@@ -1,5 +1,10 @@
 """Slurm: ``#SBATCH`` directives, submitit's parameters, sbatch, squeue, sacct, scontrol, scancel.
 
+Slurm's own words live here: squeue's states (:data:`SQUEUE_STATES`, translated into
+:class:`~dwfhpc.states.SchedulerState`), its pending reasons (:data:`ORDINARY_WAIT`,
+:data:`WAIT_MEANING`, read by :func:`waiting`) and sacct's states of a task that ended
+(:data:`SACCT_REASONS`).
+
 Works without accounting: where ``sacct`` fails (no slurmdbd) :meth:`Slurm.gone_reasons` says
 nothing (remembered after the first failure) and the caller reads the task's log instead.
 """
@@ -12,7 +17,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DwfError
+from ..states import QueueEntry, SchedulerState
 from .base import CommandNotFound, QueuedTask, Resources, Scheduler, walltime
+
+#: squeue's states (``%T``) -> dwfhpc's. As Parsl's SlurmProvider: CONFIGURING (nodes booting) is still
+#: waiting, COMPLETING still holds its slot. A word not here (RESIZING, SIGNALING, STAGE_OUT, a final
+#: state seen in passing: COMPLETED, CANCELLED, ...) is UNKNOWN, which the collector treats as waiting.
+SQUEUE_STATES = {"PENDING": SchedulerState.PENDING, "CONFIGURING": SchedulerState.PENDING,
+                 "REQUEUED": SchedulerState.PENDING, "REQUEUE_FED": SchedulerState.PENDING,
+                 "SPECIAL_EXIT": SchedulerState.PENDING, "REQUEUE_HOLD": SchedulerState.HELD,
+                 "RESV_DEL_HOLD": SchedulerState.HELD, "RUNNING": SchedulerState.RUNNING,
+                 "COMPLETING": SchedulerState.COMPLETING, "SUSPENDED": SchedulerState.SUSPENDED,
+                 "STOPPED": SchedulerState.SUSPENDED}
+#: squeue's pending state (a held task is PENDING with reason JobHeldUser / JobHeldAdmin)
+_PENDING = "PENDING"
+#: pending reasons (``%r``) of the ordinary wait for a free slot (anything else is recorded as the task's ``waiting``)
+ORDINARY_WAIT = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "QOSMaxJobsPerUserLimit",
+                           "AssocMaxJobsLimit", "AssocGrpJobsLimit", "Dependency"})
+#: what a pending reason means for a survey night, where it is not self-explanatory
+WAIT_MEANING = {
+    "BeginTime": "held back until a later start time (Slurm requeues a task whose launch failed, e.g. on a "
+                 "node whose slurmd did not answer, with a delayed start)",
+    "launch failed requeued held": "its launch failed on the node; Slurm requeued it and holds it "
+                                   "(`scontrol release` frees it)",
+    "JobHeldAdmin": "held by an administrator",
+    "JobHeldUser": "held (`scontrol release` frees it)",
+    "ReqNodeNotAvail": "the nodes it may run on are not available",
+    "NodeDown": "its node is down",
+    "PartitionDown": "its partition is down",
+    "PartitionInactive": "its partition is inactive",
+    "BadConstraints": "its requested resources can never be satisfied",
+}
 
 #: sacct states of a task that ended without a result -> the reason the collector acts on
 SACCT_REASONS = {"TIMEOUT": "timeout", "OUT_OF_MEMORY": "oom", "CANCELLED": "cancelled", "NODE_FAIL": "node failure",
@@ -97,8 +132,16 @@ class Slurm(Scheduler):
         for line in text.splitlines():
             parts = line.strip().split("|")
             if len(parts) >= 4 and parts[0]:
-                tasks.append(QueuedTask(parts[0], "|".join(parts[1:-2]), parts[-2], parts[-1]))
+                tasks.append(self.queued_task(parts[0], "|".join(parts[1:-2]), parts[-2], parts[-1]))
         return tasks
+
+    def translate(self, word: str, reason: str = "") -> QueueEntry:
+        """squeue's state and reason -> :class:`QueueEntry` (:data:`SQUEUE_STATES`; the reason as Slurm gives it)."""
+        return QueueEntry(SQUEUE_STATES.get(word, SchedulerState.UNKNOWN), reason or None)
+
+    def display(self, word: str, reason: str = "") -> str:
+        """Slurm's word; HELD for a pending task held by its user or an administrator (JobHeldUser/JobHeldAdmin)."""
+        return SchedulerState.HELD if word == _PENDING and "Held" in reason else word
 
     def gone_reasons(self, task_ids: Sequence[str]) -> dict[str, str]:
         """One ``sacct`` call for all of them, where accounting exists (remembered after the first failure)."""
@@ -129,6 +172,14 @@ class Slurm(Scheduler):
         proc = self._call(["scontrol", "show", "config"], check=False)
         m = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.M)
         return int(m.group(1)) if proc.returncode == 0 and m else None
+
+
+def waiting(reason: str | None) -> str | None:
+    """``REASON: meaning`` when a pending task waits for more than a free slot (:data:`WAIT_MEANING`), else None."""
+    reason = reason or ""
+    if reason in ORDINARY_WAIT:
+        return None
+    return f"{reason}: {WAIT_MEANING[reason]}" if reason in WAIT_MEANING else reason
 
 
 def parse_sacct(text: str, task_ids: Sequence[str]) -> dict[str, str]:

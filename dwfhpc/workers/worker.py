@@ -28,6 +28,7 @@ from ..node.result import ErrorKind, TaskResult
 from ..node.run import run_spec_result, write_result
 from ..node.scratch import SIGNALS, scratch_root
 from ..node.spec import TaskSpec
+from ..states import WorkerState
 from .preload import CalibrationCache
 from .queue import Ticket, WorkerBeat, WorkQueue
 
@@ -89,7 +90,7 @@ class Worker:
         self.cache = CalibrationCache(self.scratch / f"dwfhpc-{re.sub(r'[^A-Za-z0-9._-]', '_', self.name)}-cal")
         self.started = time.time()
         self.tasks = 0
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self.ticket: Ticket | None = None
         self._stop_signal: str | None = None
         self._lock = threading.Lock()
@@ -138,32 +139,32 @@ class Worker:
                 break
         stop_beats = threading.Event()
         beats = threading.Thread(target=self._heartbeat_loop, args=(stop_beats,), daemon=True)
-        self._beat("idle")
+        self._beat(WorkerState.IDLE)
         beats.start()
         idle_since = time.time()
         try:
             while (reason := self._why_stop(idle_since)) is None:
                 ticket = self.queue.claim(self.name)
                 if ticket is None:
-                    if self.state != "idle":
-                        self._beat("idle")
+                    if self.state != WorkerState.IDLE:
+                        self._beat(WorkerState.IDLE)
                     time.sleep(self.idle_poll)
                     continue
                 self.ticket = ticket
-                self._beat("busy")
+                self._beat(WorkerState.BUSY)
                 result = self.run_ticket(ticket)
                 self.tasks += 1
                 if result.interrupted:  # the signal was for the whole worker (scancel, time limit)
                     self._stop_signal = result.interrupted
                 self.ticket = None
-                self._beat("idle")
+                self._beat(WorkerState.IDLE)
                 idle_since = time.time()
         finally:
             stop_beats.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.cache.discard()  # node-local copies go with the worker (scratch may outlive the job)
-        self._beat("exited")
+        self._beat(WorkerState.EXITED)
         log.info("worker %s exits after %d tasks: %s", self.name, self.tasks, reason)
         return WorkerSummary(self.name, self.tasks, reason, self.cache.copied_bytes)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ...errors import DwfError
 from ...node import result_path
 from ...node.result import ErrorKind, ResultError, TaskResult, TaskStatus
+from ...states import QueueEntry
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,9 @@ class ArrayExecutor(ABC):
     def submit(self, request: ArrayRequest) -> Submitted: ...
 
     @abstractmethod
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
-        """Which of ``task_ids`` are still queued or running, with their state; ONE scheduler query."""
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
+        """Which of ``task_ids`` are still queued or running, with their state (the scheduler's words translated)
+        and reason; ONE scheduler query."""
 
     def submit_workers(self, request: WorkerRequest) -> Submitted:
         """Submit an array of warm workers (worker mode); executors that cannot say so."""

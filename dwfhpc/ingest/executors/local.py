@@ -7,6 +7,7 @@ from pathlib import Path
 
 import submitit
 
+from ...states import QueueEntry, SchedulerState
 from .base import ArrayRequest, Submitted, WorkerRequest
 from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, submit_worker_array
 
@@ -49,14 +50,15 @@ class LocalArrayExecutor(SubmititArrayExecutor):
             self.jobs[job.job_id] = job
         return Submitted(job_id=None, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))
 
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
+        """A live process is running (this "scheduler" has no queue and no reasons)."""
         alive = {}
         for tid in task_ids:
             job = self.jobs.get(tid)
             proc = getattr(job, "_process", None) if job else None
             running = proc.poll() is None if proc is not None else _alive(int(tid))
             if running:
-                alive[tid] = "RUNNING"
+                alive[tid] = QueueEntry(SchedulerState.RUNNING)
         return alive
 
     def _job(self, task_id: str) -> submitit.Job:

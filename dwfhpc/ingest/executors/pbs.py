@@ -15,6 +15,7 @@ from ...config import SiteSettings
 from ...scheduler import Pbs, scheduler_for
 from ...atomic import atomic_write_text
 from ...templates import render, write_array_script
+from ...states import QueueEntry
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 
@@ -63,7 +64,7 @@ class PbsArrayExecutor(ArrayExecutor):
         job_id = self.pbs.submit(self.worker_script_for(request))
         return Submitted(job_id=job_id, task_ids=self.pbs.array_task_ids(job_id, request.n), folder=str(self.jobs_dir))
 
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
         return self.pbs.queue(task_ids)
 
     def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:

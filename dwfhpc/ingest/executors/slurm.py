@@ -19,6 +19,7 @@ import submitit
 from ...config import SchedulerSettings
 from ...errors import DwfError
 from ...scheduler import Slurm
+from ...states import QueueEntry
 from .base import ArrayRequest, Submitted, WorkerRequest
 from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, submit_worker_array
 
@@ -82,7 +83,7 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
         return Submitted(job_id=jobs[0].job_id.split("_")[0], task_ids=[j.job_id for j in jobs],
                          folder=str(self.jobs_dir))
 
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
         return self.slurm.queue(task_ids, user=self.user)
 
     def _job(self, task_id: str) -> submitit.SlurmJob:

@@ -9,6 +9,7 @@ import submitit
 from submitit.core import utils as submitit_utils
 
 from ...node import array_task
+from ...node.result import TaskStatus
 from .base import ArrayExecutor, Outcome, WorkerRequest, reason_from_text
 
 
@@ -37,7 +38,7 @@ def pickle_outcome(job: submitit.Job) -> Outcome | None:
     except (EOFError, OSError, ValueError):
         return None  # still being written: next poll
     if kind == "success":
-        return Outcome(result=value if isinstance(value, dict) else {"status": "failed",
+        return Outcome(result=value if isinstance(value, dict) else {"status": TaskStatus.ERROR,
                                                                       "error": f"unexpected result {value!r}"})
     lines = [line for line in str(value).strip().splitlines() if line.strip()]
     return Outcome(error=f"task raised: {lines[-1] if lines else value}")

@@ -28,15 +28,13 @@ from ...atomic import atomic_write_text
 from ...errors import DwfError
 from ...node.spec import TaskSpec
 from ...scheduler import job_name
+from ...states import WORKER_FREE, QueueEntry, SchedulerState, WorkerState
 from ...workers import WorkQueue
 from ...workers.queue import ALL
 from ...workers.worker import HEARTBEAT_SECONDS
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 log = logging.getLogger(__name__)
-
-_RUNNING = ("RUNNING", "COMPLETING")
-
 
 @dataclass
 class PoolMember:
@@ -90,15 +88,15 @@ class WorkerPoolExecutor(ArrayExecutor):
         tickets = [self.work.put(request.part, ccd, request.spec, i, spec.attempt) for i, ccd in enumerate(spec.ccds)]
         return Submitted(job_id=None, task_ids=[t.name for t in tickets], folder=None)
 
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
         alive = self.inner.queue([m.task_id for m in self.pool])  # the poll's one scheduler query
         self._maintain(alive)
         live_names = {f"w{tid}" for tid in alive}
-        states = {t.name: "PENDING" for t in self.work.waiting()}
+        states = {t.name: QueueEntry(SchedulerState.PENDING) for t in self.work.waiting()}
         for worker, tickets in self.work.claims().items():
             for t in tickets:
                 if worker in live_names:
-                    states[t.name] = "RUNNING"
+                    states[t.name] = QueueEntry(SchedulerState.RUNNING)
         wanted = set(task_ids)
         return {name: state for name, state in states.items() if name in wanted}
 
@@ -196,7 +194,7 @@ def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
         return {"alive": 0, "busy": 0, "idle": 0, "workers": []}
     now = now or time.time()
     beats = WorkQueue(root).beats()
-    live = [b for b in beats if b.state != "exited" and now - b.beat < 3 * HEARTBEAT_SECONDS + 5]
-    return {"alive": len(live), "busy": sum(b.state == "busy" for b in live),
-            "idle": sum(b.state in ("idle", "starting") for b in live),
+    live = [b for b in beats if b.state != WorkerState.EXITED and now - b.beat < 3 * HEARTBEAT_SECONDS + 5]
+    return {"alive": len(live), "busy": sum(b.state == WorkerState.BUSY for b in live),
+            "idle": sum(b.state in WORKER_FREE for b in live),
             "workers": [asdict(b) for b in live]}
