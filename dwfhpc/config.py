@@ -16,10 +16,10 @@ import difflib
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, ConfigProblems
 
@@ -61,6 +61,19 @@ class InstrumentSettings(Strict):
 
 
 # --------------------------------------------------------------------------- telescope side
+def _streams_value(v: Any) -> int | str:
+    """``push.streams``: a number of streams, 1-64, or ``auto`` (one message, not one per union member)."""
+    if v == "auto":
+        return v
+    try:
+        n = int(v) if not isinstance(v, bool) and str(v).strip().lstrip("+-").isdigit() else None
+    except (TypeError, ValueError):
+        n = None
+    if n is None or not 1 <= n <= 64:
+        raise ValueError(f"must be a number of streams from 1 to 64, or auto (got {v!r})")
+    return n
+
+
 class PushSettings(Strict):
     """The telescope side: ``dwfhpc push``."""
 
@@ -71,7 +84,9 @@ class PushSettings(Strict):
     ratio: float = Field(10.0, gt=1, description="jp2 target compression ratio")
     qlevel: float = Field(4.0, gt=0, description="rice-q quantisation level")
     parts: int = Field(4, ge=1, description="parts per exposure")
-    streams: int = Field(4, ge=1, le=64)
+    streams: Annotated[int | Literal["auto"], BeforeValidator(_streams_value)] = Field(4, description="parallel transfer streams; auto: as many as "
+                                           "fill transport.link_mbit at transport.rtt_ms (one ssh stream carries "
+                                           "at most 2 MiB per round trip), and at least as many parts")
     jobs: int | None = Field(None, ge=1, description="compression processes (default: all cores)")
     mode: PushMode = "parallel"
     nbundle: int = Field(4, ge=1)
@@ -103,6 +118,9 @@ class TransportSettings(Strict):
     backoff_max: float = Field(120.0, gt=0)
     timeout_seconds: int = Field(120, ge=1, description="rsync --timeout")
     bwlimit_kbps: int | None = Field(None, ge=1)
+    link_mbit: float | None = Field(None, gt=0, description="the telescope-to-cluster link's capacity, Mbit/s "
+                                    "(push.streams: auto)")
+    rtt_ms: float | None = Field(None, gt=0, description="the link's round-trip time, ms (push.streams: auto)")
     batch_parts: int = Field(8, ge=1, description="most parts one rsync call carries: a stream takes its share "
                              "of the parts queued (queued / idle streams) in one call; 1 = one part per call")
     pipeline_moves: bool = Field(True, description="a stream moves a batch staging -> inbox while the next "
@@ -288,6 +306,12 @@ class SiteSettings(Strict):
     images: ImageSettings = Field(default_factory=ImageSettings)
 
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")
+
+    def checks(self) -> list[tuple[str, str]]:
+        if self.push.streams == "auto" and self.transport.kind == "ssh" and not (
+                self.transport.link_mbit and self.transport.rtt_ms):
+            return [("push.streams", "auto needs transport.link_mbit and transport.rtt_ms (the link it should fill)")]
+        return []
 
     def path(self, value: str | os.PathLike[str] | None) -> Path | None:
         """Resolve a path from this config: ``~`` and ``$VARS`` expanded, relative to ``workdir``."""

@@ -33,6 +33,7 @@ from .report.counts import GROUPS, LABELS, ccd_counts, counts_dict, promised_ccd
 from .simulate import (make_star_catalog, night_start, simulate_decam_exposure, simulate_hsc_visit,
                        write_star_catalog)
 from .state import FINAL, StateDB
+from .states import PartState, TaskState
 
 HSC_POINTING = (320.25, 0.0)  # the field of the real HSC header (STRIPE82L)
 HSC_FIRST_VISIT = 240000  # HSC visits are even numbers
@@ -102,11 +103,13 @@ def check_backend(instrument: str, backend: str, *, image: str | None, hscpipe_r
 
 
 def demo_site(workdir: Path, *, codec: str, streams: int, executor: str, instrument: str = "decam",
-              backend: str = "embedded", image: str | None = None, hscpipe_repo: str | None = None) -> SiteSettings:
+              backend: str = "embedded", image: str | None = None, hscpipe_repo: str | None = None,
+              workers: int | None = None) -> SiteSettings:
     """The embedded default (``configs/local.yaml``) on ``workdir``, report in ``workdir/report``.
 
     HSC: push closes a visit 2 s after its last CCD file (the simulated camera writes a visit's
-    files within a second; the shipped 30 s is for the real one).
+    files within a second; the shipped 30 s is for the real one). ``workers``: warm workers (None: the
+    config's ``ingest.workers``; 0: one job array per part).
     """
     node: dict = {"backend": backend}
     if image:
@@ -117,7 +120,8 @@ def demo_site(workdir: Path, *, codec: str, streams: int, executor: str, instrum
         "instrument": instrument, "node": node,
         "push": {"codec": codec, "streams": streams, "visit_quiet_seconds": 2.0},
         # the live report is re-rendered in ingest's loop (seconds of matplotlib); the demo writes the last one
-        "ingest": {"executor": executor, "report_dir": "report", "report_every_seconds": 60}})
+        "ingest": {"executor": executor, "report_dir": "report", "report_every_seconds": 60,
+                   **({} if workers is None else {"workers": workers})}})
     site.calibration.refcat = str(workdir / "refcat.fits")
     return site
 
@@ -128,7 +132,7 @@ def _finished(db: StateDB, expid: str, default: int) -> bool:
     A manifest not readable this poll (the ingest is moving it into the parts store) means "not
     yet": the next poll looks again.
     """
-    parts = [p for p in db.parts() if p.expid == expid and p.state != "quarantined"]
+    parts = [p for p in db.parts() if p.expid == expid and p.state != PartState.QUARANTINED]
     expected = promised_ccds(parts[0]) if parts else default
     if expected is None:
         return False
@@ -188,9 +192,10 @@ class Telescope(Worker):
 
 def run_demo(workdir: Path, *, instrument: str = "decam", exposures: int | None = None, cadence: float = 20.0,
              streams: int = 4, biases: int = 2, flats: int = 2, codec: str = "auto", ccds: list[int] | None = None,
-             seed: int = 0, executor: str = "local", backend: str = "embedded", image: str | None = None,
-             hscpipe_repo: str | None = None, say=print, timeout: float = 1800.0) -> dict:
-    """Simulate a night; push it (N rsync streams), ingest it as job arrays, report it. Returns the summary."""
+             seed: int = 0, executor: str = "local", workers: int | None = None, backend: str = "embedded",
+             image: str | None = None, hscpipe_repo: str | None = None, say=print, timeout: float = 1800.0) -> dict:
+    """Simulate a night; push it (N rsync streams), ingest it on warm workers (or as job arrays), report it.
+    Returns the summary."""
     if instrument not in DEFAULTS:
         raise DwfError(f"demo: unknown instrument {instrument!r} (decam or hsc)")
     check_backend(instrument, backend, image=image, hscpipe_repo=hscpipe_repo)
@@ -201,13 +206,14 @@ def run_demo(workdir: Path, *, instrument: str = "decam", exposures: int | None 
     if workdir.exists():
         shutil.rmtree(workdir)
     site = demo_site(workdir, codec=codec, streams=streams, executor=executor, instrument=instrument,
-                     backend=backend, image=image, hscpipe_repo=hscpipe_repo)
+                     backend=backend, image=image, hscpipe_repo=hscpipe_repo, workers=workers)
+    mode = f"--workers {site.ingest.workers}" if site.ingest.workers else "--array"
     raw_dir = site.path(site.push.raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     what = ("exposures" if instrument == "decam" else "visits (one file per CCD)")
     say(f"dwfhpc demo --instrument {instrument}: {biases} biases + {flats} dome flats, then {exposures} science "
         f"{what} every {cadence:g} s, CCDs {','.join(map(str, ccds))}; push --streams {streams} --codec {codec}; "
-        f"ingest --array --executor {executor}, backend {backend}; workdir {workdir}")
+        f"ingest {mode} --executor {executor}, backend {backend}; workdir {workdir}")
     t0 = time.time()
     ingest = Ingest(site, IngestOptions(executor=executor, report=True))
     push = Push(site, PushOptions(streams=streams, mode="parallel", nbundle=site.push.nbundle, exp_min=0, codec=codec,
@@ -253,8 +259,8 @@ def _follow(db: StateDB, expids: list[str], n_ccds: int, workers: list[Worker], 
             if expid not in finished and expid in announced and _finished(db, expid, n_ccds):
                 finished.add(expid)
                 tasks = db.tasks(expid=expid)
-                done = sum(t.state == "done" for t in tasks)
-                bad = [t for t in tasks if t.state != "done"]
+                done = sum(t.state == TaskState.DONE for t in tasks)
+                bad = [t for t in tasks if t.state != TaskState.DONE]
                 say(f"  {expid} ({tasks[0].kind}): {done}/{len(tasks)} CCDs "
                     f"{'filed' if tasks[0].kind != 'science' else 'calibrated'}"
                     + (f"; {len(bad)} {bad[0].state}: {bad[0].reason}" if bad else ""))

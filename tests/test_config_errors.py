@@ -150,7 +150,7 @@ def test_missing_required_key_is_reported_last(tmp_path):
     with pytest.raises(ConfigProblems) as err:
         load_site(f)
     assert [(p.key, p.problem) for p in err.value.problems] == [
-        ("push.streams", "Input should be a valid integer, unable to parse string as an integer (got 'x')"),
+        ("push.streams", "must be a number of streams from 1 to 64, or auto (got 'x')"),
         ("name", "required value is missing")]
 
 

@@ -92,19 +92,27 @@ def test_demo_waits_while_a_recorded_part_is_still_being_moved_into_the_store(ni
 
 
 @pytest.mark.slurm
-def test_demo_night_with_the_slurm_executor(slurm_cluster, tmp_path):
+@pytest.mark.parametrize("mode", ["workers", "arrays"])
+def test_demo_night_with_the_slurm_executor(slurm_cluster, tmp_path, mode):
+    """The demo follows the night's default, warm workers (configs/local.yaml); ``--workers 0``: arrays."""
     from dwfhpc.state import StateDB
 
     workdir = tmp_path / "night"
     rc = main(["demo", "--workdir", str(workdir), "--exposures", "2", "--cadence", "2", "--biases", "1",
-               "--flats", "1", "--ccds", "25,32", "--executor", "slurm"])
+               "--flats", "1", "--ccds", "25,32", "--executor", "slurm", *(["--workers", "0"] if mode == "arrays" else [])])
     assert rc == 0
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["calibrated"] == 4 and summary["lost"] == 0 and summary["failed"] == 0
     with StateDB(workdir / "cluster" / "state.sqlite") as db:
-        subs = db.submissions()
-        assert {s.executor for s in subs} == {"slurm"} and all(s.job_id.isdigit() for s in subs)
-        assert all(t.result["status"] == "ok" for t in db.tasks())
+        subs, tasks = db.submissions(), db.tasks()
+        assert all(t.result["status"] == "ok" for t in tasks)
+        if mode == "arrays":
+            assert {s.executor for s in subs} == {"slurm"} and all(s.job_id.isdigit() for s in subs)
+            assert not any(t.result.get("worker") for t in tasks)
+        else:  # every CCD (calibration frames too) run by one of the 2 Slurm worker tasks
+            assert {s.executor for s in subs} == {"slurm+workers"}
+            workers = {t.result["worker"]["job_id"] for t in tasks}
+            assert 1 <= len(workers) <= 2 and all(w.split("_")[0].isdigit() for w in workers), workers
 
 
 # --------------------------------------------------------------------------- HSC

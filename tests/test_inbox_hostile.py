@@ -384,7 +384,7 @@ def test_a_tarball_whose_manifest_never_comes_is_quarantined_after_the_grace(tmp
 # ------------------------------------------------------------------------------ 6 + the daemon: drain and status
 def test_ingest_drain_ends_and_status_reports_a_hostile_inbox(tmp_path, capsys):
     """Findings 1, 5, 6: ``ingest --drain`` returns, ``dwfhpc status`` runs after quarantines with no sibling."""
-    site = load_site("local", workdir=tmp_path, overrides={"ingest": {"arrival_grace_seconds": 1, "poll_seconds": 0.3,
+    site = load_site("local", workdir=tmp_path, overrides={"ingest": {"workers": 0, "arrival_grace_seconds": 1, "poll_seconds": 0.3,
                                                                       "report_every_seconds": 3600}})
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(site.model_dump(mode="json", exclude={"source"})))

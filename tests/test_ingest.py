@@ -63,9 +63,10 @@ def deliver(parts_cache, inbox: Path, *names: str) -> None:
 
 
 def site_for(work: Path, executor: str = "local", **over):
-    """The embedded default on ``work``, fast polls; science without masters unless ``masters=True``."""
+    """The embedded default on ``work``, fast polls; science without masters unless ``masters=True``; one job
+    array per part (``configs/local.yaml`` runs warm workers: tests of worker mode ask for them)."""
     masters = over.pop("masters", False)
-    o = {"ingest": {"executor": executor, "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": None,
+    o = {"ingest": {"executor": executor, "workers": 0, "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": None,
                     "retry_delay_seconds": 0,
                     "arrival_grace_seconds": 2, "report_every_seconds": 3600, "auto_masters": masters},
          "node": {"require_masters": masters}, "scheduler": {"array_parallelism": 4}}

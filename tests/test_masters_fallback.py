@@ -60,7 +60,7 @@ def file_masters(early: Path, masters: Path, night: str) -> None:
 
 
 def site_for(work: Path, **over):
-    o = {"ingest": {"executor": "local", "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": 8,
+    o = {"ingest": {"executor": "local", "workers": 0, "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": 8,
                     "retry_delay_seconds": 0, "arrival_grace_seconds": 2, "report_every_seconds": 3600,
                     "auto_masters": True, "max_attempts": 1},
          "node": {"require_masters": True, "scratch_vars": ["DWF_TEST_SCRATCH"],

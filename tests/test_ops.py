@@ -92,8 +92,8 @@ class World:
 
 
 def _site(work: Path, **over):
-    o = {"ingest": {"executor": "local", "poll_seconds": 0.3, "lost_after_seconds": 0.01, "max_jobs": None,
-                    "arrival_grace_seconds": 2, "report_every_seconds": 3600, "max_attempts": 2,
+    o = {"ingest": {"executor": "local", "workers": 0, "poll_seconds": 0.3, "lost_after_seconds": 0.01,
+                    "max_jobs": None, "arrival_grace_seconds": 2, "report_every_seconds": 3600, "max_attempts": 2,
                     "auto_masters": False},
          "node": {"require_masters": False}, "scheduler": {"array_parallelism": 4}}
     for section, values in over.items():

@@ -188,3 +188,127 @@ def test_night_over_the_wan_with_a_link_cut_loses_nothing(wan, slurm_cluster, tm
     assert len({r["job_id"] for r in tasks}) == len(tasks)
     assert not list((work / "cluster" / "quarantine").glob("*"))
     assert time.monotonic() - t_begin < DEADLINE + 60
+
+
+def _ticket_key(name: str) -> tuple[str, int, str]:
+    """(part, ccd, attempt) of a ticket file name ``<seq>.<part>.<ccd>.a<attempt>.json`` (a part has dots)."""
+    fields = name.split(".")
+    return ".".join(fields[1:-3]), int(fields[-3]), fields[-2]
+
+
+def _kill_a_busy_worker(queue_root: Path, deadline: float) -> dict:
+    """``kill -9`` the first warm worker seen running a CCD (its heartbeat: busy, a ticket, its pid)."""
+    beats = queue_root / "workers"
+    while time.monotonic() < deadline:
+        for path in sorted(beats.glob("*.json")) if beats.is_dir() else []:
+            try:
+                beat = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if beat.get("state") == "busy" and beat.get("ticket"):
+                time.sleep(0.3)  # well inside the CCD (it takes a few seconds)
+                try:
+                    os.kill(int(beat["pid"]), signal.SIGKILL)
+                except ProcessLookupError:
+                    continue  # it finished just now: wait for the next one
+                return {"worker": beat["worker"], "ticket": beat["ticket"], "pid": beat["pid"], "t": time.time()}
+        time.sleep(0.2)
+    return {"error": "no worker was ever seen busy"}
+
+
+def test_night_on_warm_workers_with_a_worker_killed_and_the_link_cut(wan, slurm_cluster, tmp_path):
+    """Issue 25: the night on warm workers over the emulated link; one worker is killed (``kill -9``)
+    in the middle of a CCD and the link is cut once: 0 CCDs lost, 0 calibrated twice."""
+    t_begin = time.monotonic()
+    work = tmp_path / "night"
+    raw = work / "telescope" / "raw"
+    for d in (raw, work / "cluster" / "staging", work / "cluster" / "inbox"):
+        d.mkdir(parents=True)
+    site = work / "site.yaml"
+    site.write_text(wanlink.site_yaml(
+        workdir=work, wan=wan, streams=STREAMS, parts=PARTS,
+        transport={"timeout_seconds": 6, "backoff_seconds": 1, "backoff_max": 4, **TRANSPORTS["stream"]},
+        # a worker killed mid-CCD leaves its claim behind: lost after 8 s, retried after 1 s by another worker
+        ingest={"auto_masters": False, "inbox_poll_seconds": 0.25, "workers": 2, "lost_after_seconds": 8,
+                "retry_delay_seconds": 1, "worker_time_minutes": 30},
+        node={"require_masters": False}, scheduler={"time_minutes": 10, "mem_gb": 1}))
+    check = subprocess.run(_dwfhpc("config", "check", str(site)), env=_env(), capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    journal, state = work / "telescope" / "push-journal.sqlite", work / "cluster" / "state.sqlite"
+    queue_root = work / "cluster" / "jobs" / "workers"
+    logs = {name: work / f"{name}.log" for name in ("ingest", "push", "telescope")}
+    procs: dict[str, subprocess.Popen] = {}
+    cut: dict = {}
+    killed: dict = {}
+    n_exp = EXPOSURES + 1  # one more exposure, so CCDs are still arriving after the kill
+    try:
+        procs["ingest"] = subprocess.Popen(
+            _dwfhpc("ingest", "--config", str(site), "--workers", "2", "--executor", "slurm", "--no-report"),
+            env=_env(slurm_cluster.env), stdout=logs["ingest"].open("w"), stderr=subprocess.STDOUT)
+        procs["push"] = subprocess.Popen(
+            wan.in_client(_dwfhpc("push", "--config", str(site), "--streams", str(STREAMS), "--no-live")),
+            env=_env(), stdout=logs["push"].open("w"), stderr=subprocess.STDOUT)
+        procs["telescope"] = subprocess.Popen(
+            _dwfhpc("simulate", "--exposures", str(n_exp), "--ccds", ",".join(map(str, CCDS)),
+                    "--cadence", "8", "--out", str(raw)),
+            env=_env(), stdout=logs["telescope"].open("w"), stderr=subprocess.STDOUT)
+
+        def cutter():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if wanlink.query(journal, "SELECT expid FROM parts WHERE state='sending'"):
+                    time.sleep(0.5)
+                    cut["window"] = wan.cut(CUT_SECONDS)
+                    return
+                time.sleep(0.1)
+            cut["error"] = "no part was ever sending"
+
+        def killer():
+            killed.update(_kill_a_busy_worker(queue_root, time.monotonic() + 150))
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (cutter, killer)]
+        for th in threads:
+            th.start()
+        expected = n_exp * len(CCDS)
+        deadline = time.monotonic() + DEADLINE + 60
+        while True:
+            rows = wanlink.query(state, "SELECT state, count(*) n FROM tasks GROUP BY state")
+            counts = {r["state"]: r["n"] for r in rows}
+            if sum(counts.get(s, 0) for s in ("done", "failed")) >= expected:
+                break
+            for name in ("ingest", "push"):
+                assert procs[name].poll() is None, f"{name} exited early:\n{_tail(logs[name])}"
+            assert time.monotonic() < deadline, (
+                f"not finished in time: tasks {counts}, cut {cut}, killed {killed}\n"
+                f"push:\n{_tail(logs['push'])}\ningest:\n{_tail(logs['ingest'])}")
+            time.sleep(1)
+        for th in threads:
+            th.join(timeout=5)
+        assert procs["telescope"].wait(timeout=30) == 0, _tail(logs["telescope"])
+    finally:
+        for name in ("telescope", "push", "ingest"):
+            _stop(procs.get(name), timeout=60)
+    print(f"night on workers over the WAN in {time.monotonic() - t_begin:.0f} s; cut {cut}; killed {killed}")
+
+    assert "window" in cut, cut
+    assert "pid" in killed, killed
+    # every CCD of every exposure done exactly once, by a worker, its products on disk
+    tasks = wanlink.query(state, "SELECT part, ccd, expid, state, attempt, result FROM tasks")
+    exps = {r["expid"] for r in wanlink.query(journal, "SELECT expid FROM exposures")}
+    assert len(exps) == n_exp
+    assert len(tasks) == n_exp * len(CCDS)
+    assert {(r["expid"], r["ccd"]) for r in tasks} == {(e, c) for e in exps for c in CCDS}
+    assert {r["state"] for r in tasks} == {"done"}, [(r["part"], r["ccd"], r["state"]) for r in tasks]
+    results = [json.loads(r["result"]) for r in tasks]
+    assert all(res["status"] == "ok" and res["worker"] for res in results)
+    # the killed worker's CCD: its claim found lost, run again (attempt 2) by another worker
+    part, ccd, _ = _ticket_key(killed["ticket"])
+    redo = next(r for r in tasks if r["part"] == part and r["ccd"] == ccd)
+    assert redo["attempt"] == 2, (killed, redo["attempt"])
+    assert json.loads(redo["result"])["worker"]["name"] != killed["worker"]
+    # 0 calibrated twice: one product per CCD, and every finished ticket is a distinct (part, ccd, attempt)
+    products = sorted(p.name for p in (work / "cluster" / "products").rglob("*.cal.fits.fz"))
+    assert len(products) == len(set(products)) == n_exp * len(CCDS), products
+    finished = [_ticket_key(p.name) for p in (queue_root / "finished").glob("*.json")]
+    assert len(finished) == len({f[:2] for f in finished}) == n_exp * len(CCDS), sorted(finished)
+    assert not list((work / "cluster" / "quarantine").glob("*"))

@@ -160,3 +160,31 @@ def _wait(cond, timeout: float = 60.0) -> None:
     while not cond():
         assert time.time() < end, "timed out"
         time.sleep(0.05)
+
+
+def test_masters_copied_while_being_built_skip_temporaries_and_survive_a_vanishing_file(tmp_path, monkeypatch):
+    """Science starts on earlier masters while tonight's are written: a worker's copy must not trip over a
+    master's temporary (``.name.XXXX.tmp``, renamed into place or gone a moment later)."""
+    import shutil
+
+    from dwfhpc.workers import preload
+
+    src = tmp_path / "masters" / "2026-11-24"
+    src.mkdir(parents=True)
+    (src / "bias_01.fits").write_bytes(b"b" * 100)
+    (src / ".flat_g_02.fits.abcd.tmp").write_bytes(b"half-written")
+    real_copytree, calls = shutil.copytree, []
+
+    def copytree_once_vanished(a, b, **kw):  # the first pass finds a file gone under it (renamed over)
+        calls.append(kw.get("ignore"))
+        out = real_copytree(a, b, **kw)
+        if len(calls) == 1:
+            raise shutil.Error([(str(src / "flat_g_02.fits"), str(b), "[Errno 2] No such file or directory")])
+        return out
+
+    monkeypatch.setattr(shutil, "copytree", copytree_once_vanished)
+    copied = preload._copy_tree(src, tmp_path / "local" / "2026-11-24")
+    local = tmp_path / "local" / "2026-11-24"
+    assert sorted(p.name for p in local.iterdir()) == ["bias_01.fits"] and copied == 100
+    assert len(calls) == 2 and all(ignore is not None for ignore in calls)
+    assert not (tmp_path / "local" / ".2026-11-24.tmp").exists()

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="local: submitit LocalExecutor (default); slurm: the Slurm named by SLURM_CONF")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="warm workers: N long-lived tasks run CCD after CCD, as on an observing night (default: "
+                        "configs/local.yaml's ingest.workers, 2); 0: one job array per part")
     p.add_argument("--backend", choices=("embedded", "hscpipe"), default="embedded",
                    help="embedded: dwfhpc's own calibrator (default); hscpipe: processCcd in its Apptainer image "
                         "(HSC only; needs apptainer, --image and --hscpipe-repo)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith("dwfhpc.ingest"))
     summary = run_demo(args.workdir, instrument=args.instrument, exposures=args.exposures, cadence=args.cadence,
                        streams=args.streams, biases=args.biases, flats=args.flats, codec=args.codec, ccds=args.ccds,
-                       seed=args.seed, executor=args.executor, backend=args.backend, image=args.image,
+                       seed=args.seed, executor=args.executor, workers=args.workers, backend=args.backend, image=args.image,
                        hscpipe_repo=args.hscpipe_repo, timeout=args.timeout)
     bad = sum(summary["ccds"][g][k] for g in ("science", "calibration") for k in ("failed", "lost", "in_flight"))
     return 0 if bad == 0 else 1

@@ -9,16 +9,20 @@ from typing import get_args
 
 from ..config import Executor, load_site
 from ..errors import DwfError
+from ..states import TaskState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="verify delivered parts and calibrate them as job arrays (one task per CCD)")
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
     p.add_argument("--workdir", default=None, help="replace the config's workdir")
-    p.add_argument("--array", action="store_true", default=True,
-                   help="one job array per part, one task per CCD (the default mode; kept for the operators' habit)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="warm workers instead: N long-lived tasks run CCD after CCD (config ingest.workers)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--array", action="store_true",
+                     help="one job array per part, one task per CCD (reprocessing; sites that forbid long jobs); "
+                          "without --array or --workers: the config's ingest.workers (0: arrays)")
+    how.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="warm workers: N long-lived tasks run CCD after CCD, as on an observing night "
+                          "(config ingest.workers)")
     p.add_argument("--executor", choices=get_args(Executor), default=None, help="config ingest.executor")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-jobs", type=int, default=None, help="at most N of our tasks queued + running")
@@ -41,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     given = {"executor": args.executor, "max_jobs": None if bad_max_jobs else args.max_jobs, "rate": args.rate,
              "poll_seconds": args.poll}
     overrides = {k: v for k, v in given.items() if v}  # 0 / None: the config's
-    if args.workers is not None:
-        overrides["workers"] = args.workers
+    if args.workers is not None or args.array:
+        overrides["workers"] = 0 if args.array else args.workers
     site = load_site(args.config, workdir=args.workdir, overrides={"ingest": overrides} if overrides else None)
     if args.emit_scripts:
         from ..ingest.emit import emit_scripts
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, lambda *_: ingest.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         last = ingest.run(once=args.once, drain=args.drain)
-        failed = ingest.db.count_tasks("failed", "lost")
+        failed = ingest.db.count_tasks(TaskState.FAILED, TaskState.LOST)
         totals = summary(ingest.db)
     finally:
         for s, h in previous.items():

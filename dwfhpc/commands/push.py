@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="watch the raw folder and send each exposure's parts to the cluster on N streams")
     p.add_argument("--config", default="local", help="site config name or file (default: local)")
     p.add_argument("--workdir", default=None, help="replace the config's workdir")
-    p.add_argument("--streams", type=int, default=None, help="parallel transfer streams (config push.streams)")
+    p.add_argument("--streams", type=_streams, default=None, metavar="N|auto",
+                   help="parallel transfer streams (config push.streams); auto: as many as fill the link "
+                        "(transport.link_mbit at transport.rtt_ms)")
     p.add_argument("--mode", choices=get_args(PushMode), default=None, help="config push.mode")
     p.add_argument("--nbundle", type=int, default=None, help="batch mode: exposures per bundle")
     p.add_argument("--exp-min", type=int, default=None, help="end-of-night: only exposures above this number")
@@ -24,6 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="live terminal view (default: when stdout is a terminal)")
     p.set_defaults(func=run)
+
+
+def _streams(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of streams or 'auto', not {value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -239,9 +239,10 @@ def _counts(tasks: list[TaskRow]) -> dict[str, int]:
 def run_pass(site: SiteSettings, keys: set[Key], stems: set[str], *,
              wait: bool = True, progress: Callable[[str], None] = print, stop: threading.Event | None = None,
              timeout: float | None = None) -> bool:
-    """One ingest pass (inbox, submit; with ``wait`` until idle). False when an ingest holds the lock."""
+    """One ingest pass (inbox, submit; with ``wait`` until idle), as job arrays whatever the night's mode (a
+    running night ingest, on warm workers or not, takes the work over instead). False when an ingest holds the lock."""
     try:
-        ingest = Ingest(site, IngestOptions(report=True))
+        ingest = Ingest(site.with_changes("ingest", {"workers": 0}), IngestOptions(report=True))
     except DwfError:
         if FileLock.held(site.path(site.ingest.state_db)):  # an ingest started meanwhile: it takes over
             return False

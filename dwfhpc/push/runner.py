@@ -14,7 +14,9 @@ from typing import Any
 
 from ..config import SiteSettings
 from ..link import Transport, make_transports
+from ..link.capacity import chosen_streams
 from ..locking import RESTART_WAIT_SECONDS, FileLock
+from ..states import PushExposureState
 from .journal import Journal
 from .order import Flight, Policy, PushOutcome
 from .packer import Packer
@@ -45,6 +47,11 @@ class Push:
     def __init__(self, site: SiteSettings, opts: PushOptions | None = None):
         self.opts = opts = opts or PushOptions()
         site = self.site = site.with_changes("push", opts.settings)
+        self.streams_reason: str | None = None
+        if site.push.streams == "auto":
+            t = site.transport
+            n, self.streams_reason = chosen_streams(t.kind, t.link_mbit, t.rtt_ms)
+            site = self.site = site.with_changes("push", {"streams": n, "parts": max(site.push.parts, n)})
         p = site.push
         self.raw_dir = site.path(p.raw_dir)
         self.outgoing = site.path(p.outgoing_dir)
@@ -78,6 +85,9 @@ class Push:
         t = self.site.transport
         self.view.event("info", "start", mode=self.site.push.mode, streams=self.site.push.streams, transport=t.kind,
                         raw_dir=self.raw_dir, once=self.opts.once)
+        if self.streams_reason:
+            self.view.event("info", "streams-auto", streams=self.site.push.streams, parts=self.site.push.parts,
+                            why=self.streams_reason)
         self.packer.start()
         try:
             with self.view:
@@ -117,7 +127,7 @@ class Push:
                 self.view.event("info", "complete", expid=expid, obstype=exp.obstype if exp else "",
                                 files=len(exp.files) if exp else 0)
             with flight.lock:
-                candidates = [e for e in self.journal.exposures("complete") if e.expid not in flight]
+                candidates = [e for e in self.journal.exposures(PushExposureState.COMPLETE) if e.expid not in flight]
                 for exp in self.policy.select(candidates, len(flight)):
                     self.packer.submit(exp)
                 waiting = len(self.policy.select(candidates, 0)) if self.site.push.mode == "end-of-night" else len(candidates)

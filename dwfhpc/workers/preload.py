@@ -30,11 +30,28 @@ def _nights(root: Path) -> list[str]:
     return out
 
 
-def _copy_tree(src: Path, dst: Path) -> int:
-    """Copy ``src`` to ``dst`` through a temporary folder renamed into place; returns bytes copied."""
+def _skip_temporaries(folder: str, names: list[str]) -> list[str]:
+    """Names ``copytree`` leaves out: dot-files, the temporaries of :func:`dwfhpc.atomic.atomic_path` (a master
+    being written right now is renamed into place later, or vanishes)."""
+    return [n for n in names if n.startswith(".")]
+
+
+def _copy_tree(src: Path, dst: Path, attempts: int = 3) -> int:
+    """Copy ``src`` to ``dst`` through a temporary folder renamed into place; returns bytes copied.
+
+    Masters may be built while a worker copies them (science starts on an earlier night's masters
+    while tonight's are made): temporaries are skipped, and a file that vanished under the copy is
+    copied again on a second pass."""
     tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    for attempt in range(1, attempts + 1):
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(src, tmp, ignore=_skip_temporaries)
+            break
+        except (shutil.Error, FileNotFoundError) as exc:
+            if attempt == attempts:
+                raise
+            log.info("%s changed while it was copied (%s): copying it again", src, str(exc)[:200])
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
