@@ -219,6 +219,14 @@ class IngestSettings(Strict):
                                             "none of them is resubmitted again (runaway guard)")
     max_resubmits_per_night: int = Field(2000, ge=0, description="retries in one night after which nothing of "
                                          "that night is resubmitted (runaway guard)")
+    max_resource_retries: int = Field(5, ge=0, description="retries of a CCD after failures on a node's own "
+                                      "resources (scratch missing, too small or full; ENOSPC / EIO in it), which "
+                                      "do not use up its max_attempts; past this many they count as attempts")
+    node_failures_exclude: int = Field(3, ge=0, description="a node with this many resource failures within "
+                                       "node_failure_window_minutes is excluded from new submissions (Slurm arrays "
+                                       "and workers; its warm workers drain) until the window has passed; 0: never")
+    node_failure_window_minutes: float = Field(30.0, gt=0, description="the window over which a node's resource "
+                                               "failures are counted, and how long its exclusion lasts after them")
 
     def checks(self) -> list[tuple[str, str]]:
         if self.workers and self.worker_stop_minutes >= self.worker_replace_minutes:

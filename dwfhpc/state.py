@@ -11,7 +11,8 @@ Tables (times are Unix seconds, UTC):
                  prior_shift (JSON [dx, dy] for a WCS retry), submission + idx (array index),
                  job_id (scheduler's id of this task), missing_since (first poll the task was neither in
                  the queue nor finished), reason, result (the node's result JSON), t_queued,
-                 t_submitted, t_started, t_finished
+                 t_submitted, t_started, t_finished, resource_retries (retries after failures on a node's
+                 resources, ``ErrorKind.RESOURCE``: not counted against ``ingest.max_attempts``)
 ``submissions``  id (key), part, executor, array job id, name, spec, folder, ntasks, t_submitted
 ``nights``       night (key), t_masters (when its masters were last built), masters (how many), reason
 ``events``       t, level, part, message
@@ -19,6 +20,9 @@ Tables (times are Unix seconds, UTC):
                  instrument (``bad_ccds``: never processed), or a duplicate delivery (the same CCD of the same
                  night and exposure already queued, running or done from another part, e.g. ``p1of1``
                  then ``p1of2``); other_part names that part. Not a task: never calibrated, never counted as failed.
+``node_failures`` node, t, part, ccd, reason: one row per task that failed on a node's own resources (its
+                 scratch missing, too small or full; ENOSPC / EIO in it). Enough of them on one node within a
+                 window exclude that node from new submissions (:meth:`StateDB.node_exclusions`).
 
 States are the :mod:`dwfhpc.states` enums (stored as their strings). Final task states are
 ``done``, ``failed`` (the task kept failing; reason says why) and ``lost`` (it kept vanishing
@@ -50,7 +54,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 1, mem_gb REAL, time_minutes INTEGER,
     prior_shift TEXT, submission INTEGER, idx INTEGER, job_id TEXT, missing_since REAL, reason TEXT,
     result TEXT, t_queued REAL, t_submitted REAL, t_started REAL, t_finished REAL,
-    first_attempt INTEGER NOT NULL DEFAULT 1, waiting TEXT,
+    first_attempt INTEGER NOT NULL DEFAULT 1, waiting TEXT, resource_retries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (part, ccd));
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, part TEXT NOT NULL, executor TEXT NOT NULL, job_id TEXT,
@@ -64,6 +68,9 @@ CREATE TABLE IF NOT EXISTS stops (
 CREATE TABLE IF NOT EXISTS skipped (
     part TEXT NOT NULL, ccd INTEGER NOT NULL, expid TEXT, night TEXT, kind TEXT, reason TEXT NOT NULL,
     other_part TEXT, t REAL, PRIMARY KEY (part, ccd));
+CREATE TABLE IF NOT EXISTS node_failures (
+    node TEXT NOT NULL, t REAL NOT NULL, part TEXT, ccd INTEGER, reason TEXT);
+CREATE INDEX IF NOT EXISTS node_failures_t ON node_failures(t);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE INDEX IF NOT EXISTS tasks_exposure ON tasks(night, expid, ccd);
 CREATE INDEX IF NOT EXISTS parts_state ON parts(state);
@@ -75,6 +82,8 @@ MIGRATIONS = (
     lambda conn: None,  # 2: the runaway-resubmission guard's ``stops`` table (created by SCHEMA)
     add_column("tasks", "waiting", "TEXT"),  # 3: what a pending task waits for, when not an ordinary slot
     lambda conn: None,  # 4: the ``skipped`` table (bad CCDs, duplicate deliveries; created by SCHEMA)
+    # 5: resource failures: tasks.resource_retries and the ``node_failures`` table (created by SCHEMA)
+    add_column("tasks", "resource_retries", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 #: task states that mean a CCD is taken care of: another part carrying it again is a duplicate delivery
@@ -147,17 +156,40 @@ class TaskRow:
     t_finished: float | None
     first_attempt: int = 1  # where this run's retry budget starts (a reprocess starts a new one)
     waiting: str | None = None  # a pending task held by the scheduler for more than a free slot (its reason)
+    resource_retries: int = 0  # retries after failures on a node's resources since first_attempt (not counted)
 
     @property
     def attempts_used(self) -> int:
-        """Attempts counted against ``ingest.max_attempts``."""
-        return self.attempt - self.first_attempt + 1
+        """Attempts counted against ``ingest.max_attempts`` (failures on a node's resources are not)."""
+        return self.attempt - self.first_attempt + 1 - self.resource_retries
 
     def task_result(self) -> TaskResult | None:
         """The stored result as a :class:`~dwfhpc.node.result.TaskResult` (raises ResultError if it does not validate)."""
         from .node.result import TaskResult
 
         return TaskResult.from_dict(self.result) if self.result is not None else None
+
+
+@dataclass(frozen=True)
+class NodeExclusion:
+    """A node left out of new submissions: ``failures`` resource failures within the window (at least the
+    threshold), the last at ``last`` with ``reason``; it returns to use at ``until`` unless more fail."""
+
+    node: str
+    failures: int
+    first: float  # the oldest of those failures
+    last: float
+    until: float
+    reason: str  # the last failure's reason
+    part: str | None = None  # the last failure's task
+    ccd: int | None = None
+
+    def describe(self, threshold: int, window_minutes: float) -> str:
+        """One line: why the node is excluded and until when (UTC)."""
+        until = time.strftime("%H:%M:%S", time.gmtime(self.until))
+        task = f"{self.part} CCD {self.ccd}: " if self.part else ""
+        return (f"{self.failures} resource failures within {window_minutes:g} min (threshold {threshold}), "
+                f"excluded until {until} UTC; last: {task}{self.reason}")
 
 
 @dataclass(frozen=True)
@@ -357,23 +389,28 @@ class StateDB(Database):
 
     def requeue(self, part: str, ccd: int, *, attempt: int, reason: str | None, mem_gb: float | None = None,
                 time_minutes: int | None = None, prior_shift: tuple[float, float] | None = None,
-                new_budget: bool = False, delay: float = 0.0) -> None:
+                new_budget: bool = False, delay: float = 0.0, resource_retries: int | None = None) -> None:
         """Put a task back in the queue for another attempt (resources and prior shift for that attempt).
 
         ``new_budget``: this attempt starts a fresh count against ``ingest.max_attempts`` (reprocess).
         ``delay``: it may not be submitted before ``delay`` seconds from now (its ``t_queued``).
+        ``resource_retries``: the task's count of retries after failures on a node's resources, this one
+        included (such an attempt is not counted against ``max_attempts``).
         """
         fields = dict(state=TaskState.QUEUED, attempt=attempt, reason=reason, submission=None, idx=None, job_id=None,
                       missing_since=None, t_queued=time.time() + delay, t_submitted=None, t_started=None,
                       t_finished=None, waiting=None)
         if new_budget:
             fields["first_attempt"] = attempt
+            fields["resource_retries"] = 0
         if mem_gb is not None:
             fields["mem_gb"] = mem_gb
         if time_minutes is not None:
             fields["time_minutes"] = time_minutes
         if prior_shift is not None:
             fields["prior_shift"] = prior_shift
+        if resource_retries is not None and not new_budget:
+            fields["resource_retries"] = resource_retries
         self._set_task(part, ccd, **fields)
 
     # ---------------------------------------------------------------- submissions
@@ -438,6 +475,45 @@ class StateDB(Database):
         rows = self.rows("SELECT reason FROM stops WHERE (scope='exposure' AND name=?) OR (scope='night' AND name=?)",
                          (expid, night))
         return rows[0]["reason"] if rows else None
+
+    # ---------------------------------------------------------------- nodes
+    def record_node_failure(self, node: str, part: str | None, ccd: int | None, reason: str,
+                            now: float | None = None) -> None:
+        """A task failed on ``node``'s own resources (its scratch): one ``node_failures`` row."""
+        self.execute("INSERT INTO node_failures(node, t, part, ccd, reason) VALUES (?,?,?,?,?)",
+                     (node, now or time.time(), part, ccd, reason))
+
+    def node_failures(self, node: str | None = None, since: float | None = None) -> list[dict]:
+        """Resource failures (oldest first), of one node and / or after a time."""
+        sql, args = "SELECT node, t, part, ccd, reason FROM node_failures WHERE 1=1", []
+        if node is not None:
+            sql += " AND node=?"
+            args.append(node)
+        if since is not None:
+            sql += " AND t>?"
+            args.append(since)
+        return [dict(r) for r in self.rows(sql + " ORDER BY t, rowid", args)]
+
+    def node_exclusions(self, now: float, threshold: int, window_seconds: float) -> list[NodeExclusion]:
+        """Nodes with at least ``threshold`` resource failures in the ``window_seconds`` before ``now`` (by name).
+
+        Such a node stays excluded until the failures that put it over the threshold are older than the
+        window (``until``); ``threshold`` 0 excludes nothing.
+        """
+        if threshold <= 0:
+            return []
+        by_node: dict[str, list[dict]] = {}
+        for row in self.node_failures(since=now - window_seconds):
+            if row["t"] <= now:
+                by_node.setdefault(row["node"], []).append(row)
+        out = []
+        for node, rows in sorted(by_node.items()):
+            if len(rows) >= threshold:
+                last = rows[-1]
+                out.append(NodeExclusion(node=node, failures=len(rows), first=rows[0]["t"], last=last["t"],
+                                         until=rows[-threshold]["t"] + window_seconds, reason=last["reason"],
+                                         part=last["part"], ccd=last["ccd"]))
+        return out
 
     def calibration_nights(self) -> dict[str, dict[str, float | int]]:
         """Per night with calibration tasks: how many are not final, and when the last one finished done."""

@@ -62,3 +62,57 @@ def fake_scheduler(kind: str = "slurm", settings: SchedulerSettings | None = Non
     fake = fake or FakeCall()
     settings = settings or SchedulerSettings(**settings_fields)
     return scheduler_for(kind, settings, call=fake), fake
+
+
+# --------------------------------------------------------------------------- an executor without a scheduler
+from dwfhpc.ingest.executors import ArrayExecutor, ArrayRequest, Outcome, Submitted  # noqa: E402
+from dwfhpc.ingest.executors.base import WorkerRequest  # noqa: E402
+from dwfhpc.states import QueueEntry  # noqa: E402
+
+
+class FakeExecutor(ArrayExecutor):
+    """The ``ArrayExecutor`` interface over dicts: what is queued, how tasks ended, why they vanished; what was
+    submitted (each request with the nodes excluded at that moment) and every exclusion it was given.
+
+    ``can_exclude_nodes`` says whether it plays a scheduler that can steer submissions away (Slurm) or not.
+    """
+
+    name = "fake"
+
+    def __init__(self, *, can_exclude_nodes: bool = True):
+        self.can_exclude_nodes = can_exclude_nodes
+        self.in_queue: dict[str, str | QueueEntry] = {}  # task id -> scheduler state
+        self.outcomes: dict[str, Outcome] = {}  # task id -> how it ended
+        self.gone: dict[str, str] = {}  # task id -> the scheduler's reason for a vanished task
+        self.queries = 0
+        self.submitted: list[tuple[ArrayRequest | WorkerRequest, tuple[str, ...]]] = []
+        self.exclusions: list[dict[str, str]] = []  # each exclude_nodes call, in order
+        self._n = 0
+
+    def submit(self, request: ArrayRequest) -> Submitted:
+        self.submitted.append((request, tuple(sorted(self.excluded_nodes))))
+        ids = [f"f{self._n + i}" for i in range(request.ntasks)]
+        self._n += request.ntasks
+        return Submitted(job_id=None, task_ids=ids, folder=None)
+
+    def submit_workers(self, request: WorkerRequest) -> Submitted:
+        self.submitted.append((request, tuple(sorted(self.excluded_nodes))))
+        ids = [f"w{self._n + i}" for i in range(request.n)]
+        self._n += request.n
+        for tid in ids:
+            self.in_queue[tid] = "RUNNING"
+        return Submitted(job_id="w", task_ids=ids, folder=None)
+
+    def exclude_nodes(self, nodes) -> None:
+        super().exclude_nodes(nodes)
+        self.exclusions.append(dict(nodes))
+
+    def queue(self, task_ids: list[str]) -> dict[str, str | QueueEntry]:
+        self.queries += 1
+        return {t: s for t, s in self.in_queue.items() if t in task_ids}
+
+    def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
+        return self.outcomes.get(task_id)
+
+    def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
+        return {tid: self.gone[tid] for tid, _ in tasks if tid in self.gone}

@@ -266,7 +266,7 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
         db.update("tasks", {"part": PART, "ccd": 1}, {"state": "done", "bogus": 1})
     with pytest.raises(ValueError, match="no column"):
         db._set_task(PART, 1, nonsense=2)
-    assert db.schema_version == len(MIGRATIONS) == 4
+    assert db.schema_version == len(MIGRATIONS) == 5
     old = tmp_path / "old.sqlite"  # a state DB from before reprocess budgets (no first_attempt, version 0)
     con = sqlite3.connect(old)
     con.execute("CREATE TABLE tasks (part TEXT NOT NULL, ccd INTEGER NOT NULL, expid TEXT NOT NULL, night TEXT,"
@@ -278,7 +278,7 @@ def test_state_db_updates_only_known_columns_and_migrates_old_dbs(tmp_path, db):
     con.commit()
     con.close()
     with StateDB(old) as migrated:
-        assert migrated.schema_version == 4
+        assert migrated.schema_version == 5
         (t,) = migrated.tasks()
         assert (t.state, t.first_attempt, t.attempts_used, t.waiting) == (TaskState.FAILED, 1, 3, None)
         assert migrated.parts() == []  # tables added since were created

@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
               f"{'s' if w['ccds'] > 1 else ''}")
     for stop in s["resubmission_stops"]:
         print(f"  stopped    {stop['scope']} {stop['name']}: {stop['reason']}")
+    for node in s.get("excluded_nodes", []):
+        print(f"  excluded   node {node['node']}: {node['reason']}")
+    if s.get("resource_retried"):
+        print(f"  nodes      {s['resource_retried']} CCDs retried after a node's resources failed (not counted as attempts)")
     for f in s["failures"]:
         ccd = f" CCD {f['ccd']}" if f["ccd"] is not None else ""
         print(f"  {f['state']:10s} {f['part']}{ccd}: {f['reason']}")

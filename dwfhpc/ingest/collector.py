@@ -20,6 +20,13 @@ by ``dwfhpc status`` and the report) and the rest of the night goes on. Retries 
 are logged (and so recorded as events). A pending task that the scheduler holds for more than a free
 slot (a delayed start after a failed launch, an admin hold, a node or partition down) carries that
 reason in the state DB (``tasks.waiting``, shown by ``dwfhpc status``) and in one logged event.
+
+A failure of the node's own resources (``resource``: its scratch missing, too small or full, ENOSPC / EIO
+in it) is the node's fault, not the CCD's: it is recorded against the node (``node_failures``, the
+result's ``host``) and the CCD is retried at once **without** using up its ``max_attempts``, up to
+``max_resource_retries`` times (past those such failures count as ordinary attempts, so nothing loops
+for ever). Enough of them on one node exclude that node from new submissions
+(:meth:`dwfhpc.ingest.submitter.Submitter.update_exclusions`), so the retry lands elsewhere.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import time
 
 import numpy as np
 
-from ..node.result import ErrorKind
+from ..config import IngestSettings
+from ..node.result import ErrorKind, TaskResult, node_name
 from ..state import StateDB, TaskRow
 from ..scheduler.slurm import waiting as scheduler_waiting
 from ..states import TASK_ACTIVE, QueueEntry, TaskState
@@ -41,16 +49,21 @@ log = logging.getLogger(__name__)
 PERMANENT = frozenset({ErrorKind.INTEGRITY})
 #: what the next attempt gets more of, by kind
 ESCALATE = {ErrorKind.OUT_OF_MEMORY: "memory", ErrorKind.TIMEOUT: "time", ErrorKind.INTERRUPTED: "time"}
+#: failures of the node, not of the CCD: retried without counting as attempts, recorded against the node
+NODE_RESOURCE = frozenset({ErrorKind.RESOURCE})
+#: ``ingest.max_resource_retries`` when the caller gives none
+DEFAULT_MAX_RESOURCE_RETRIES = IngestSettings.model_fields["max_resource_retries"].default
 
 
 class Collector:
     def __init__(self, db: StateDB, executor: ArrayExecutor, *, max_attempts: int, lost_after: float,
                  max_resubmits_per_exposure: int | None = None, max_resubmits_per_night: int | None = None,
-                 retry_delay: float = 0.0):
+                 retry_delay: float = 0.0, max_resource_retries: int | None = None):
         self.db, self.executor = db, executor
         self.max_attempts, self.lost_after = max_attempts, lost_after
         self.max_per_exposure, self.max_per_night = max_resubmits_per_exposure, max_resubmits_per_night
         self.retry_delay = retry_delay
+        self.max_resource_retries = DEFAULT_MAX_RESOURCE_RETRIES if max_resource_retries is None else max_resource_retries
         self._subs: dict[int, object] = {}
 
     def _submission(self, sub_id: int):
@@ -125,7 +138,22 @@ class Collector:
         self.db.record_attempt(t.part, t.ccd, result, now)
         if kind in PERMANENT:
             return self._end(t, error, TaskState.FAILED)
+        if kind in NODE_RESOURCE:
+            return self._node_failed(t, result, error, kind, now)
         return self._retry_or_end(t, error, kind, final_state=TaskState.FAILED)
+
+    def _node_failed(self, t: TaskRow, result: TaskResult | None, error: str, kind: ErrorKind, now: float) -> str:
+        """The node's resources failed: recorded against the node; the CCD retried at once, its attempts kept."""
+        node = node_name(result.host if result is not None else None)
+        if node:
+            self.db.record_node_failure(node, t.part, t.ccd, error, now)
+        where = f"on node {node}" if node else "on an unknown node"
+        if t.resource_retries < self.max_resource_retries:
+            n = t.resource_retries + 1
+            return self._retry(t, f"{where}: {error}", resource_retries=n,
+                               note=f" (node resources: not counted as an attempt, {n} of {self.max_resource_retries})")
+        return self._retry_or_end(t, f"{where}: {error} ({self.max_resource_retries} retries after node resource "
+                                     f"failures used up: counted as an attempt)", kind, final_state=TaskState.FAILED)
 
     def _lost(self, t: TaskRow, why: str | None, now: float) -> str:
         reason = f"lost: left the queue without a result ({why or 'no reason known'})"
@@ -142,7 +170,8 @@ class Collector:
             self.db.lose(t.part, t.ccd, reason)
         else:
             self.db.fail(t.part, t.ccd, reason)
-        log.error("%s CCD %d: %s after %d attempts: %s", t.part, t.ccd, final_state, t.attempt, reason,
+        nodes = f" ({t.resource_retries} of them failed on a node's resources)" if t.resource_retries else ""
+        log.error("%s CCD %d: %s after %d attempts%s: %s", t.part, t.ccd, final_state, t.attempt, nodes, reason,
                   extra={"part": t.part})
         return final_state
 
@@ -162,15 +191,16 @@ class Collector:
         return None
 
     def _retry(self, t: TaskRow, reason: str, *, escalate: str | None = None,
-               prior_shift: tuple[float, float] | None = None, delay: float = 0.0) -> str:
+               prior_shift: tuple[float, float] | None = None, delay: float = 0.0,
+               resource_retries: int | None = None, note: str = "") -> str:
         if (ceiling := self._ceiling(t)) is not None:
             return self._end(t, f"{reason}; not retried: {ceiling}", TaskState.FAILED)
         mem = t.mem_gb * 2 if escalate == "memory" and t.mem_gb else None
         minutes = t.time_minutes * 2 if escalate == "time" and t.time_minutes else None
         self.db.requeue(t.part, t.ccd, attempt=t.attempt + 1, reason=reason, mem_gb=mem, time_minutes=minutes,
-                        prior_shift=prior_shift, delay=delay)
+                        prior_shift=prior_shift, delay=delay, resource_retries=resource_retries)
         more = ((f", memory {mem:g} GB" if mem else "") + (f", time {minutes} min" if minutes else "")
-                + (f" in {delay:g} s" if delay else ""))
+                + (f" in {delay:g} s" if delay else "") + note)
         log.warning("%s CCD %d: attempt %d %s; retrying%s", t.part, t.ccd, t.attempt, reason, more,
                     extra={"part": t.part})
         return "retried"
@@ -188,4 +218,4 @@ class Collector:
         return float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))
 
 
-__all__ = ["Collector", "ESCALATE", "PERMANENT"]
+__all__ = ["Collector", "ESCALATE", "NODE_RESOURCE", "PERMANENT"]

@@ -97,7 +97,8 @@ class Ingest:
                                        lost_after=ing.lost_after_seconds,
                                        max_resubmits_per_exposure=ing.max_resubmits_per_exposure,
                                        max_resubmits_per_night=ing.max_resubmits_per_night,
-                                       retry_delay=ing.retry_delay_seconds)
+                                       retry_delay=ing.retry_delay_seconds,
+                                       max_resource_retries=ing.max_resource_retries)
         except BaseException:
             if self._events is not None:
                 remove_event_handler(self._events)

@@ -1,9 +1,12 @@
 """What ``dwfhpc status`` shows: science and calibration CCDs, parts and tasks by state, latency part
-arrival -> products, failures. The CCD counts are :func:`dwfhpc.report.counts.ccd_counts`, the same
-the demo's summary and the night report use."""
+arrival -> products, failures, nodes excluded for repeated resource failures. The CCD counts are
+:func:`dwfhpc.report.counts.ccd_counts`, the same the demo's summary and the night report use."""
 
 from __future__ import annotations
 
+import time
+
+from ..config import IngestSettings
 from ..report import percentile
 from ..report.counts import ccd_counts, counts_dict
 from ..state import StateDB
@@ -33,6 +36,23 @@ def mode(site, db: StateDB) -> dict:
         return {"mode": "arrays", "workers": None}
     return {"mode": "workers", "workers": {"wanted": site.ingest.workers or None,
                                            **worker_status(worker_queue_root(site))}}
+
+
+def excluded_nodes(db: StateDB, site=None, now: float | None = None) -> list[dict]:
+    """Nodes left out of new submissions now (``ingest.node_failures_exclude`` resource failures within
+    ``ingest.node_failure_window_minutes``; the defaults without ``site``): node, failures, until (Unix
+    seconds), reason (one line: how many, until when, the last failure), applied (whether the executor of the
+    latest submission can exclude nodes: Slurm only)."""
+    ing = site.ingest if site is not None else IngestSettings()
+    subs = db.submissions()
+    executor = subs[-1].executor if subs else (ing.executor + ("+workers" if ing.workers else ""))
+    applied = executor.split("+")[0] == "slurm"
+    window = ing.node_failure_window_minutes
+    return [{"node": e.node, "failures": e.failures, "first": e.first, "last": e.last, "until": e.until,
+             "part": e.part, "ccd": e.ccd, "applied": applied,
+             "reason": e.describe(ing.node_failures_exclude, window)
+                       + ("" if applied else f" (not applied: the {executor} executor cannot exclude nodes; Slurm only)")}
+            for e in db.node_exclusions(now or time.time(), ing.node_failures_exclude, window * 60.0)]
 
 
 def masters_waiting(db: StateDB, site, night: str | None = None) -> list[dict]:
@@ -104,5 +124,7 @@ def summary(db: StateDB, night: str | None = None, site=None) -> dict:
         "queue_seconds": spread_of_done(tasks, "t_submitted", "t_started"),
         "run_seconds": spread_of_done(tasks, "t_started", "t_finished"),
         "resubmission_stops": db.resubmission_stops(night),
+        "resource_retried": sum(t.resource_retries > 0 for t in tasks),
+        "excluded_nodes": excluded_nodes(db, site),
         **({**mode(site, db), "masters_waiting": masters_waiting(db, site, night)} if site is not None else {}),
     }

@@ -4,6 +4,10 @@ A chunk is the queued CCDs of one part that share an attempt and its resources, 
 slots of ``--max-jobs`` and to the cluster's MaxArraySize. Its spec
 ``specs/<stem>.a<attempt>.c<first CCD>.json`` lists exactly its CCDs, so task ``i`` of the array
 calibrates ``ccds[i]``.
+
+Before submitting, the nodes excluded for repeated resource failures (``ingest.node_failures_exclude``
+within ``ingest.node_failure_window_minutes``, from the state DB's ``node_failures``) are handed to the
+executor (:meth:`Submitter.update_exclusions`): an exclusion and its expiry are logged once each.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from ..errors import DwfError
 from ..node import TaskSpec, result_path
 from ..parts import read_manifest
 from ..scheduler import job_name
-from ..state import PartRow, StateDB, TaskRow
+from ..state import NodeExclusion, PartRow, StateDB, TaskRow
 from ..states import TASK_ACTIVE, TaskState
 from .executors import ArrayExecutor, ArrayRequest
 from .masters import UsableMasters
@@ -48,6 +52,29 @@ class Submitter:
         self.max_array = executor.max_array_size()
         self._manifests: dict[str, object] = {}
         self._early_nights: set[str] = set()  # nights whose science was sent before their masters (said once)
+        self.excluded: dict[str, NodeExclusion] = {}  # nodes left out of submissions now (update_exclusions)
+
+    def update_exclusions(self, now: float | None = None) -> dict[str, NodeExclusion]:
+        """The nodes to leave out now (repeated resource failures within the window), handed to the executor
+        when they change; a node excluded, and one back in use, is logged once (and so an event)."""
+        ing = self.site.ingest
+        now = now or time.time()
+        window = ing.node_failure_window_minutes
+        current = {e.node: e for e in self.db.node_exclusions(now, ing.node_failures_exclude, window * 60.0)}
+        added, gone = sorted(current.keys() - self.excluded.keys()), sorted(self.excluded.keys() - current.keys())
+        for node in added:
+            e = current[node]
+            how = ("new submissions go elsewhere" if self.executor.can_exclude_nodes else
+                   f"not applied: the {self.executor.name} executor cannot exclude nodes (Slurm only)")
+            log.warning("node %s excluded: %s; %s", node, e.describe(ing.node_failures_exclude, window), how,
+                        extra={"part": e.part})
+        for node in gone:
+            log.info("node %s back in use: its exclusion expired (fewer than %d resource failures within %g min)",
+                     node, ing.node_failures_exclude, window, extra={"part": None})
+        if added or gone:
+            self.executor.exclude_nodes({n: e.describe(ing.node_failures_exclude, window) for n, e in current.items()})
+        self.excluded = current
+        return current
 
     def make_spec(self, part: PartRow, tasks: list[TaskRow]) -> Path:
         """Write the spec for these tasks of one part (same attempt)."""
@@ -70,6 +97,7 @@ class Submitter:
         usable masters at all: with an earlier night's (``calibration.masters_max_age_days``) it goes now.
         """
         now = now or time.time()
+        self.update_exclusions(now)
         cal = self.site.calibration
         usable = UsableMasters(self.db, self.site.path(cal.masters), cal.masters_max_age_days)
         queued, early = [], set()

@@ -10,7 +10,7 @@ calibration step that failed), so the collector decides retries by kind, never b
 
 Schema versions: ``1`` (this one: ``version`` and ``error_kind`` keys; the optional ``masters`` key, added
 later within version 1, says which master bias and flat a science CCD was calibrated with: absent or
-null when none were looked up). A result without
+null when none were looked up; the ``resource`` error kind was also added within version 1). A result without
 ``version`` is read as version ``0`` (written before the schema was versioned, or made by
 submitit from a non-result value); its error kind is derived from the message once, here.
 Any other version, a missing ``status``, an unknown key or a wrong type raises :class:`ResultError`.
@@ -47,7 +47,11 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"  # SIGUSR2 before the time limit, or the scheduler's TIMEOUT: retry with more time
     INTERRUPTED = "interrupted"  # SIGTERM: time limit, preemption or scancel (the node cannot tell which)
     CALIBRATION = "calibration"  # the calibration step failed (masters missing, pipeline error, bad FITS)
-    OTHER = "other"  # scratch, shared file system, spec, anything else
+    #: the node's own resources: its scratch missing, too small or full, ENOSPC / EIO while staging or writing
+    #: in it. Another node may well succeed: retried without using up the CCD's attempts, and counted against
+    #: the node (``result.host``), which is excluded after repeated ones (:mod:`dwfhpc.ingest.collector`)
+    RESOURCE = "resource"
+    OTHER = "other"  # shared file system, spec, anything else
 
     @classmethod
     def from_scheduler(cls, reason: str | None) -> ErrorKind | None:
@@ -137,7 +141,7 @@ class TaskResult:
     member_bytes: int | None = None
     qa: dict = field(default_factory=dict)  # fwhm_arcsec, ellipticity, sky, n_sources, ...
     wcs: dict = field(default_factory=dict)  # status ok|failed|skipped, dx, dy, reason, ...
-    host: str | None = None
+    host: str | None = None  # the node that ran it (socket.gethostname(); :func:`node_name` for the scheduler's)
     scratch: str | None = None
     interrupted: str | None = None  # the signal's name when one arrived
     warnings: list[str] = field(default_factory=list)
@@ -202,6 +206,16 @@ class TaskResult:
         return cls.from_dict(data)
 
 
+def node_name(host: str | None) -> str | None:
+    """The scheduler's name of the node a result's ``host`` names: the short host name (``dwfn2.cluster`` ->
+    ``dwfn2``; an IP address is kept whole); None when there is no host."""
+    if not host:
+        return None
+    if host.replace(".", "").isdigit():
+        return host
+    return host.split(".", 1)[0] or None
+
+
 def _legacy_kind(error: str) -> ErrorKind:
     """The kind of a version-0 failure, from the messages the node wrote before it said the kind."""
     if "does not match the manifest" in error:
@@ -215,4 +229,5 @@ def _legacy_kind(error: str) -> ErrorKind:
     return ErrorKind.OTHER
 
 
-__all__ = ["VERSION", "READABLE_VERSIONS", "MASTERS_KEYS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus"]
+__all__ = ["VERSION", "READABLE_VERSIONS", "MASTERS_KEYS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus",
+           "node_name"]

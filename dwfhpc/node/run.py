@@ -32,7 +32,7 @@ from ..layout import ccd_stem, product_paths
 from ..parts import read_manifest
 from .calfiling import file_calibration_frame
 from .result import ErrorKind, TaskResult, TaskStatus
-from .scratch import SIGNALS, TaskInterrupted, task_scratch
+from .scratch import SIGNALS, TaskInterrupted, scratch_trouble, task_scratch
 from .spec import TaskSpec, result_path, task_index
 from .bounds import check_manifest_bounds
 from .stage import scratch_needed, stage_ccd
@@ -276,10 +276,16 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
         result.fail(f"out of memory (MemoryError) in the {step} step", ErrorKind.OUT_OF_MEMORY)
     except IntegrityError as exc:
         result.fail(str(exc), _integrity_kind(spec) if step == "stage" else ErrorKind.OTHER)
-    except DwfError as exc:
-        result.fail(str(exc), ErrorKind.CALIBRATION if step == "calibrate" else ErrorKind.OTHER)
+    except DwfError as exc:  # scratch missing, too small or full (ScratchError, or a full disk under a step's words)
+        if step != "copyback" and scratch_trouble(exc, result.scratch, staging=step == "stage"):
+            result.fail(str(exc), ErrorKind.RESOURCE)
+        else:
+            result.fail(str(exc), ErrorKind.CALIBRATION if step == "calibrate" else ErrorKind.OTHER)
     except OSError as exc:  # scratch or shared FS trouble outside the steps that explain it themselves
-        result.fail(f"{exc.filename or 'file system'}: {exc.strerror or exc}", ErrorKind.OTHER)
+        result.fail(f"{exc.filename or 'file system'}: {exc.strerror or exc}",  # ENOSPC / EIO in this node's scratch:
+                    ErrorKind.RESOURCE if step != "copyback" and scratch_trouble(exc, result.scratch,
+                                                                                 staging=step == "stage")
+                    else ErrorKind.OTHER)
     timings["total"] = time.perf_counter() - t_start
     result.timings = {k: round(v, 4) for k, v in timings.items()}
     result.finished = time.time()

@@ -3,10 +3,15 @@
 The task folder is removed on success, on failure, and on SIGTERM / SIGUSR2 (Slurm sends them
 before a time limit or a preemption): the handlers raise :class:`TaskInterrupted`, which unwinds
 through every ``finally`` (temporary products on the shared FS included) before the folder goes.
+
+A :class:`ScratchError` (no scratch, not enough free space) and an OS error of :data:`RESOURCE_ERRNOS`
+in scratch (:func:`scratch_trouble`) are the *node's* problem, not the CCD's: the task reports them as
+``ErrorKind.RESOURCE`` so ingest retries the CCD elsewhere and counts the failure against the node.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -19,6 +24,9 @@ from ..errors import DwfError
 from ..layout import check_component, under
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+#: OS errors that say the node's disk is the problem (full, over quota, failing, read-only), not the data
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
 class ScratchError(DwfError):
@@ -48,6 +56,45 @@ def scratch_root(variables: list[str], fallback: str | os.PathLike[str], env: Ma
         raise ScratchError(f"no scratch: none of ${', $'.join(variables)} is set and the fallback cannot be "
                            f"created ({exc.strerror or exc})", root) from None
     return root
+
+
+def scratch_trouble(exc: BaseException, scratch: str | os.PathLike[str] | None, *, staging: bool = False) -> bool:
+    """Whether ``exc`` is the node's scratch failing rather than the CCD's data or the shared file system.
+
+    True for a :class:`ScratchError` (no scratch, not enough free space), and for an OS error of
+    :data:`RESOURCE_ERRNOS` (also one a :class:`DwfError` wraps: its ``__cause__`` / ``__context__``) on a
+    file in ``scratch`` (the OS error's file names, the destination alone for a full disk in a copy, else the
+    wrapping error's path), or, while ``staging``,
+    on no named file (staging writes nowhere else; an unnamed EIO there may be the part's shared FS: no).
+    A full shared file system is not the node's fault: False.
+    """
+    wrappers: list = []
+    found: OSError | None = None
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ScratchError):
+            return True
+        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS:
+            found = e
+            break
+        if isinstance(e, DwfError) and e.path:
+            wrappers.append(e.path)
+        e = e.__cause__ or e.__context__
+    if found is None:
+        return False
+    src, dst = found.filename, getattr(found, "filename2", None)
+    # a copy's full disk is its destination's (shutil names both: source, then destination)
+    places = [dst] if dst and found.errno != errno.EIO else [src, dst]
+    names = [os.fsdecode(n) for n in places if isinstance(n, str | bytes | os.PathLike) and n]
+    names = names or [os.fsdecode(n) for n in wrappers if isinstance(n, str | bytes | os.PathLike)]
+    if not names:
+        return staging and found.errno != errno.EIO
+    if scratch is None:
+        return False
+    root = os.path.realpath(scratch).rstrip(os.sep)
+    return any((real := os.path.realpath(n)) == root or real.startswith(root + os.sep) for n in names)
 
 
 def _mb(n: float) -> str:

@@ -86,11 +86,11 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
     if journal:
         journal.close()
     inst = instrument or (parts[0].instrument if parts else site.instrument)
-    from ..ingest.status import mode, spread_of_done
+    from ..ingest.status import excluded_nodes, mode, spread_of_done
 
     return NightData(night, inst, exposures, ccds, counts=ccd_counts(db, night), mode=mode(site, db),
                      queue_seconds=spread_of_done(tasks, "t_submitted", "t_started"),
-                     stops=db.resubmission_stops(night))
+                     stops=db.resubmission_stops(night), excluded_nodes=excluded_nodes(db, site))
 
 
 def write_night_reports(site: SiteSettings, db: StateDB, night: str | None = None,

@@ -72,3 +72,5 @@ class NightData:
     queue_seconds: dict | None = None
     # exposures / nights the runaway-resubmission guard stopped
     stops: list[dict] = dc_field(default_factory=list)
+    # nodes excluded for repeated resource failures (:func:`dwfhpc.ingest.status.excluded_nodes`: node, reason, ...)
+    excluded_nodes: list[dict] = dc_field(default_factory=list)

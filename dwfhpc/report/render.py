@@ -177,7 +177,8 @@ def _summary_rows(data: NightData) -> list[tuple[str, str]]:
 
 
 def _mode_rows(data: NightData) -> list[tuple[str, str]]:
-    """How the CCDs ran (arrays or warm workers), their queue wait, and what the runaway guard stopped."""
+    """How the CCDs ran (arrays or warm workers), their queue wait, what the runaway guard stopped and the nodes
+    excluded for repeated resource failures."""
     rows = []
     if data.mode:
         w = data.mode.get("workers")
@@ -188,6 +189,8 @@ def _mode_rows(data: NightData) -> list[tuple[str, str]]:
         rows.append(("per CCD submitted -> running p50 / p95", f"{q['p50']:.1f} s / {q['p95']:.1f} s"))
     for stop in data.stops:
         rows.append((f"resubmissions stopped ({stop['scope']} {stop['name']})", stop["reason"]))
+    for node in data.excluded_nodes:
+        rows.append((f"node excluded ({node['node']})", node["reason"]))
     return rows
 
 

@@ -4,6 +4,9 @@ An executor submits an array (task ``i`` runs ``dwfhpc node run SPEC --index i``
 our tasks are still queued or running in **one** scheduler query, and says how a task ended: its
 result (the node leaves ``<spec stem>.result-<i>.json`` beside the spec, whoever launched it), a
 Python error caught by submitit, or nothing (the task vanished: cancelled, killed, timed out).
+
+Nodes whose resources keep failing are left out of new submissions through :meth:`ArrayExecutor.exclude_nodes`
+(Slurm: ``--exclude``; warm workers: their workers on those nodes drain and successors start elsewhere).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from pathlib import Path
 
 from ...errors import DwfError
@@ -132,6 +136,17 @@ class ArrayExecutor(ABC):
     """A scheduler behind one interface (submitit local / Slurm, PBS via templates)."""
 
     name: str = "?"
+    #: whether :meth:`exclude_nodes` steers new submissions away from nodes (Slurm's ``--exclude``)
+    can_exclude_nodes: bool = False
+    #: node -> why, left out of new submissions (set by :meth:`exclude_nodes`)
+    excluded_nodes: Mapping[str, str] = MappingProxyType({})
+
+    def exclude_nodes(self, nodes: Mapping[str, str]) -> None:
+        """From now on leave ``nodes`` (name -> why) out of new submissions; an empty mapping: none any more.
+
+        Where the scheduler cannot be told (``can_exclude_nodes`` false: PBS, local) they are only remembered.
+        """
+        self.excluded_nodes = MappingProxyType(dict(nodes))
 
     def max_array_size(self) -> int | None:
         """Largest number of tasks in one array (None: no limit)."""

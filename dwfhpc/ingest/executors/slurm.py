@@ -6,12 +6,20 @@ submitit submits the arrays with the parameters it gives. Works without accounti
 collector (this module only says what is still queued), and why it left is read from the
 scheduler's lines in the task's log. Where ``sacct`` works, one call per poll for the vanished
 tasks gives the state (TIMEOUT, OUT_OF_MEMORY, CANCELLED, ...).
+
+Nodes excluded by ingest (:meth:`~.base.ArrayExecutor.exclude_nodes`: repeated resource failures) go into
+every new array's and worker array's ``--exclude`` (submitit's ``exclude``), beside any the site's
+``scheduler.extra`` excludes. Should sbatch refuse a submission with them (every node of the partition
+excluded, or a name Slurm does not know), it is submitted once more without them, and that set of
+exclusions is not applied again (logged once).
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import submitit
@@ -22,6 +30,10 @@ from ...scheduler import Slurm
 from ...states import QueueEntry
 from .base import ArrayRequest, Submitted, WorkerRequest
 from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, submit_worker_array
+
+log = logging.getLogger(__name__)
+
+_REFUSED = (subprocess.CalledProcessError, FileNotFoundError, OSError)
 
 
 def check_controller() -> None:
@@ -34,8 +46,22 @@ def read_max_array_size() -> int | None:
     return Slurm().query_max_array_size()
 
 
+def with_exclude(params: dict, nodes: list[str]) -> dict:
+    """submitit parameters with ``nodes`` added to ``exclude`` (merged with a site's ``extra: {exclude: ...}``)."""
+    if not nodes:
+        return params
+    out = dict(params)
+    extra = dict(out.get("additional_parameters") or {})
+    names = [str(x) for x in (extra.pop("exclude", None), out.get("exclude")) if x]
+    names += [n for n in nodes if n not in names]
+    out["exclude"] = ",".join(names)
+    out["additional_parameters"] = extra
+    return out
+
+
 class SlurmArrayExecutor(SubmititArrayExecutor):
     name = "slurm"
+    can_exclude_nodes = True
 
     def __init__(self, jobs_dir: Path, scheduler: SchedulerSettings, *, slurm: Slurm | None = None):
         self.jobs_dir = Path(jobs_dir)
@@ -43,6 +69,7 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
         self.user = getpass.getuser()
         self.slurm.check()
         self._max_array = self.slurm.max_array_size()
+        self._refused_exclusion: frozenset[str] | None = None  # a set of exclusions sbatch would not take
 
     @property
     def queries(self) -> int:
@@ -60,13 +87,32 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
         res = self.slurm.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
         return self.slurm.submitit_parameters(res, job_name=request.name)
 
-    def submit(self, request: ArrayRequest) -> Submitted:
+    def _sbatch(self, params: dict, send: Callable[[submitit.SlurmExecutor], list], what: str) -> list:
+        """Submit through submitit with the excluded nodes (once more without them if sbatch refuses them)."""
+        nodes = sorted(self.excluded_nodes)
+        if frozenset(nodes) == self._refused_exclusion:
+            nodes = []
         ex = self._executor()
-        ex.update_parameters(**self.parameters(request))
+        ex.update_parameters(**with_exclude(params, nodes))
         try:
-            jobs = submit_array(ex, request.spec, request.ntasks)
-        except (subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
-            raise DwfError(f"sbatch refused the array {request.name}: {getattr(exc, 'output', '') or exc}") from None
+            return send(ex)
+        except _REFUSED as exc:
+            why = getattr(exc, "output", "") or exc
+            if not nodes:
+                raise DwfError(f"sbatch refused {what}: {why}") from None
+        log.warning("sbatch refused %s with node(s) %s excluded (%s): submitting without excluding them while they "
+                    "are the excluded set", what, ",".join(nodes), str(why).strip()[:300])
+        self._refused_exclusion = frozenset(nodes)
+        ex = self._executor()
+        ex.update_parameters(**params)
+        try:
+            return send(ex)
+        except _REFUSED as exc:
+            raise DwfError(f"sbatch refused {what}: {getattr(exc, 'output', '') or exc}") from None
+
+    def submit(self, request: ArrayRequest) -> Submitted:
+        jobs = self._sbatch(self.parameters(request), lambda ex: submit_array(ex, request.spec, request.ntasks),
+                            f"the array {request.name}")
         array_id = jobs[0].job_id.split("_")[0]
         return Submitted(job_id=array_id, task_ids=[j.job_id for j in jobs], folder=str(self.jobs_dir))
 
@@ -74,12 +120,7 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
         res = self.slurm.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
         params = self.slurm.submitit_parameters(res, job_name=request.name)
         params["array_parallelism"] = request.n  # every worker at once: that is the point of them
-        ex = self._executor()
-        ex.update_parameters(**params)
-        try:
-            jobs = submit_worker_array(ex, request)
-        except (subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
-            raise DwfError(f"sbatch refused the worker array {request.name}: {getattr(exc, 'output', '') or exc}") from None
+        jobs = self._sbatch(params, lambda ex: submit_worker_array(ex, request), f"the worker array {request.name}")
         return Submitted(job_id=jobs[0].job_id.split("_")[0], task_ids=[j.job_id for j in jobs],
                          folder=str(self.jobs_dir))
 

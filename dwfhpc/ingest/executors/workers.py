@@ -12,6 +12,12 @@ worker takes it). The same poll keeps the pool full and rolls it: a worker withi
 (``stop_minutes`` before the end), so the night never has zero workers. ``close`` drains them:
 each finishes its current CCD and exits.
 
+Excluded nodes (:meth:`WorkerPoolExecutor.exclude_nodes`: repeated resource failures there) are passed
+to the inner executor, so new workers are submitted with them excluded (Slurm only), and a worker whose
+heartbeat names an excluded node is asked to drain (``stop/<worker>``: it finishes its current CCD and
+exits) with its successor submitted at once. Where the inner executor cannot exclude nodes (PBS, local) no
+worker is drained: its successor could land on the same node again.
+
 The pool (worker task ids, when each was submitted) is kept in ``<queue>/pool.json``, so a
 restarted ingest re-attaches to the workers it started.
 """
@@ -21,11 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ...atomic import atomic_write_text
 from ...errors import DwfError
+from ...node.result import node_name
 from ...node.spec import TaskSpec
 from ...scheduler import job_name
 from ...states import WORKER_FREE, QueueEntry, SchedulerState, WorkerState
@@ -61,7 +69,12 @@ class WorkerPoolExecutor(ArrayExecutor):
         self.drain_timeout = drain_timeout
         self.pool: list[PoolMember] = self._load()
         self._orphans: dict[str, str] = {}  # ticket name -> task id of the worker that died holding it
+        self._drained: set[str] = set()  # workers asked to drain because their node is excluded
         self.started_workers = 0
+
+    @property
+    def can_exclude_nodes(self) -> bool:  # new workers go where the inner executor's submissions go
+        return self.inner.can_exclude_nodes
 
     # ------------------------------------------------------------------ pool file
     def _pool_file(self) -> Path:
@@ -117,6 +130,13 @@ class WorkerPoolExecutor(ArrayExecutor):
 
     def masters_changed(self) -> None:
         self.work.bump_masters()
+
+    def exclude_nodes(self, nodes: Mapping[str, str]) -> None:
+        """New workers avoid ``nodes`` (through the inner executor); the pool's workers on them drain."""
+        super().exclude_nodes(nodes)
+        self.inner.exclude_nodes(nodes)
+        if self.pool and self.can_exclude_nodes:  # elsewhere the successor could land on the same node: no churn
+            self._drain_excluded()
 
     def close(self) -> None:
         """Drain the pool: every worker finishes its current CCD and exits (bounded wait)."""
@@ -180,11 +200,38 @@ class WorkerPoolExecutor(ArrayExecutor):
                 member.replaced = True
                 changed = True
                 log.info("worker %s: walltime ends in %.0f s, starting its successor", member.task_id, end - now)
+        if self.excluded_nodes and self.can_exclude_nodes and self._drain_excluded(top_up=False):
+            changed = True
         current = sum(1 for m in self.pool if not m.replaced)
         if changed:
             self._save()
         if current < self.n:
             self._start(self.n - current)
+
+    def _drain_excluded(self, top_up: bool = True) -> bool:
+        """Ask each live worker on an excluded node (its heartbeat's host) to drain, and count it replaced so its
+        successor is submitted now (excluding the node). True if one was asked."""
+        beats = self._beats()
+        asked = False
+        for member in self.pool:
+            name = f"w{member.task_id}"
+            beat = beats.get(name)
+            if beat is None or beat.state == WorkerState.EXITED or name in self._drained:
+                continue
+            node = node_name(beat.host)
+            if node in self.excluded_nodes:
+                self.work.request_drain(name)
+                self._drained.add(name)
+                member.replaced = True
+                asked = True
+                log.warning("worker %s runs on excluded node %s (%s): asked to drain; its successor is submitted "
+                            "elsewhere", member.task_id, node, self.excluded_nodes[node])
+        if asked and top_up:
+            self._save()
+            current = sum(1 for m in self.pool if not m.replaced)
+            if current < self.n:
+                self._start(self.n - current)
+        return asked
 
 
 def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
