@@ -121,10 +121,12 @@ def test_worker_runs_tickets_with_masters_copied_once(world, tmp_path):
             assert result["status"] == "ok", result["error"]
             assert result["worker"]["name"] == "w-test"
             assert all(p.is_file() for p in product_paths(tmp_path / "products", NIGHT, spec.expid, ccd).values())
-    assert worker.cache.copies == 1  # the night's masters, once for four CCDs (no bpm/refcat configured here)
+    # each CCD's bias and flat copied once, on its first task, and read again by the second exposure's (no
+    # bpm/refcat configured here): 2 CCDs x 2 masters
+    assert worker.cache.copies == 2 * len(specs[0][0].ccds) == 4
     assert summary.copied_bytes > 0
     # the copies leave with the worker: a scratch that outlives the job (/tmp) keeps no masters behind
-    assert not list((tmp_path / "node-scratch").rglob("bias_25.fits"))
+    assert not list((tmp_path / "node-scratch").rglob("bias_*.fits"))
     assert not (tmp_path / "node-scratch" / "dwfhpc-w-test-cal").exists()
     assert q.claims() == {} and len(list((tmp_path / "queue" / "finished").iterdir())) == 4
     beat = {b.worker: b for b in q.beats()}["w-test"]
@@ -142,13 +144,15 @@ def test_new_masters_reach_the_worker_and_drain_ends_it(world, tmp_path):
     thread.start()
     q.put(spec.expid, spec.ccds[0], path, 0, 1)
     _wait(lambda: result_path(path, 0).exists())
-    assert worker.cache.copies == 1
+    assert worker.cache.copies == 2  # the first CCD's bias and flat
     cache = tmp_path / "node-scratch" / "dwfhpc-w-drain-cal"
-    assert len(list(cache.rglob("bias_25.fits"))) == 1  # the CCDs read node-local masters while it runs
-    q.bump_masters()  # ingest built new masters: the next task copies them again
+    first = f"bias_{spec.ccds[0]:02d}.fits"
+    assert len(list(cache.rglob(first))) == 1  # the CCDs read node-local masters while it runs
+    q.bump_masters()  # ingest built new masters: the copies are dropped, the next task copies its own
     q.put(spec.expid, spec.ccds[1], path, 1, 1)
     _wait(lambda: result_path(path, 1).exists())
-    assert worker.cache.copies == 2 and worker.cache.generation == 1
+    assert worker.cache.copies == 4 and worker.cache.generation == 1
+    assert not list(cache.rglob(first)) and len(list(cache.rglob(f"bias_{spec.ccds[1]:02d}.fits"))) == 1
     q.request_drain()
     thread.join(30)
     assert not thread.is_alive() and worker.summary.reason == "drain requested" and worker.summary.tasks == 2

@@ -1,8 +1,15 @@
 """A warm worker's node-local copy of the calibrations: masters, bad-pixel masks, reference catalog.
 
-Copied into the worker's scratch once, and again only when ingest says new masters were built
-(the queue's masters generation moved on). A task then stages only its own CCD member; the spec it
-runs is the ticket's spec with ``masters``, ``bpm_dir`` and ``refcat`` pointing at the copies.
+Masters are copied per CCD, when a CCD first needs them: the master bias and flat that
+:func:`~dwfhpc.calibrate.masters.choose_master` picks in the shared masters (tonight's, else the
+newest earlier night's within the age limit), each copied again when the shared file changed (size
+or mtime) or tonight's appeared where an earlier night's was used. A night's masters are ~4 GB for
+DECam (62 CCDs x bias + flat, float32), and tonight's are still being written while science starts
+on earlier ones, so a worker neither copies the whole night nor keeps a copy made half-way through a
+build. When ingest says new masters were built (the queue's masters generation moved on) the copies
+are dropped. Bad-pixel masks and the reference catalog are copied once. A task then stages only its
+own CCD member; the spec it runs is the ticket's spec with ``masters``, ``bpm_dir`` and ``refcat``
+pointing at the copies.
 """
 
 from __future__ import annotations
@@ -10,24 +17,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from datetime import date
 from pathlib import Path
 
 from ..node.spec import TaskSpec
 
 log = logging.getLogger(__name__)
-
-
-def _nights(root: Path) -> list[str]:
-    out = []
-    for d in root.iterdir() if root.is_dir() else ():
-        try:
-            date.fromisoformat(d.name)
-        except ValueError:
-            continue
-        if d.is_dir():
-            out.append(d.name)
-    return out
 
 
 def _skip_temporaries(folder: str, names: list[str]) -> list[str]:
@@ -65,8 +59,8 @@ class CalibrationCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.generation: int | None = None
         self.copied_bytes = 0
-        self.copies = 0
-        self._nights: set[tuple[str, str]] = set()  # (shared masters root, night) already here
+        self.copies = 0  # files copied (masters, per CCD) and folders (bpm) or files (refcat) copied once
+        self._masters_seen: dict[str, tuple[int, int]] = {}  # local master -> (size, mtime_ns) of its source
         self._static: dict[str, Path] = {}  # shared path -> local copy (bpm dir, refcat)
 
     def refresh(self, generation: int) -> bool:
@@ -77,14 +71,17 @@ class CalibrationCache:
             log.info("new masters (generation %d): copying them again", generation)
         self.generation = generation
         shutil.rmtree(self.root / "masters", ignore_errors=True)
-        self._nights.clear()
+        self._masters_seen.clear()
         return True
 
-    def localise(self, spec: TaskSpec) -> TaskSpec:
-        """``spec`` with its calibration paths replaced by node-local copies (made if missing)."""
+    def localise(self, spec: TaskSpec, ccd: int | None = None) -> TaskSpec:
+        """``spec`` with its calibration paths replaced by node-local copies (made if missing or out of date) for
+        ``ccd`` (None: every CCD of the spec)."""
         changes: dict[str, object] = {}
         if spec.kind == "science" and spec.backend == "embedded":
-            changes["masters"] = str(self._masters(Path(spec.masters), spec.night, spec.masters_max_age_days))
+            ccds = [ccd] if ccd is not None else list(spec.ccds)
+            changes["masters"] = str(self._masters(Path(spec.masters), spec.night, spec.filter, ccds,
+                                                   spec.masters_max_age_days))
         if spec.bpm_dir and Path(spec.bpm_dir).is_dir():
             changes["bpm_dir"] = str(self._static_copy(Path(spec.bpm_dir), "bpm"))
         if isinstance(spec.refcat, str) and Path(spec.refcat).is_file():
@@ -95,26 +92,37 @@ class CalibrationCache:
         """Remove the copies (the worker is leaving): a scratch that outlives the job (``/tmp``, the
         fallback) would otherwise keep a night's masters per worker, and another per replacement."""
         shutil.rmtree(self.root, ignore_errors=True)
-        self._nights.clear()
+        self._masters_seen.clear()
         self._static.clear()
         self.generation = None
 
     # ------------------------------------------------------------------ helpers
-    def _masters(self, shared: Path, night: str, max_age_days: int) -> Path:
-        """A local masters root holding what ``choose_master`` may pick for ``night``: tonight's masters, and the
-        newest earlier night's within ``max_age_days`` (the fallback while tonight's are not all built)."""
-        from ..calibrate.masters import usable_nights
+    def _masters(self, shared: Path, night: str, filter_: str | None, ccds: list[int], max_age_days: int) -> Path:
+        """A local masters root (the shared layout) holding, for each of ``ccds``, the bias and flat that
+        ``choose_master`` picks in ``shared`` now; the node's own ``choose_master`` then picks the same there."""
+        from ..calibrate.masters import choose_master
 
         local = self.root / "masters" / f"{abs(hash(str(shared))):x}"
         local.mkdir(parents=True, exist_ok=True)
-        usable = usable_nights(shared, night, max_age_days)  # tonight first, then earlier nights, newest first
-        wanted = usable[:2] if usable and usable[0] == night else usable[:1]
-        for n in wanted:
-            if (str(shared), n) not in self._nights:
-                self.copied_bytes += _copy_tree(shared / n, local / n)
-                self.copies += 1
-                self._nights.add((str(shared), n))
+        for ccd in ccds:
+            for kind, flt in (("bias", None), ("flat", filter_)):
+                choice = choose_master(shared, kind, night, ccd, flt, max_age_days=max_age_days)
+                if choice is not None:  # none: the node says which master is missing
+                    self._copy_master(choice.path, local / choice.path.relative_to(shared))
         return local
+
+    def _copy_master(self, src: Path, dst: Path) -> None:
+        st = src.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        if self._masters_seen.get(str(dst)) == stamp and dst.is_file():
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.copy")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        self._masters_seen[str(dst)] = stamp
+        self.copied_bytes += stamp[0]
+        self.copies += 1
 
     def _static_copy(self, shared: Path, label: str) -> Path:
         key = str(shared)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..errors import DwfError
 from ..node.result import ErrorKind, TaskResult
 from ..node.run import run_spec_result, write_result
-from ..node.scratch import SIGNALS, scratch_root
+from ..node.scratch import SIGNALS, scratch_root, scratch_trouble
 from ..node.spec import TaskSpec
 from ..states import WorkerState
 from .preload import CalibrationCache
@@ -176,12 +176,13 @@ class Worker:
             spec = TaskSpec.read(ticket.spec)
             self.cache.refresh(self.queue.masters_generation())
             t = time.perf_counter()
-            local = self.cache.localise(spec)
+            local = self.cache.localise(spec, ticket.ccd)
             preload = time.perf_counter() - t
             result = run_spec_result(local, ticket.index, spec_path=ticket.spec)
         except (DwfError, OSError) as exc:  # an unreadable spec, or calibrations that cannot be copied
-            result = TaskResult(error=f"{exc}", error_kind=ErrorKind.OTHER, index=ticket.index, spec=ticket.spec,
-                                ccd=ticket.ccd, started=t_claimed, finished=time.time())
+            kind = ErrorKind.RESOURCE if scratch_trouble(exc, self.scratch) else ErrorKind.OTHER  # masters copy: full scratch
+            result = TaskResult(error=f"{exc}", error_kind=kind, index=ticket.index, spec=ticket.spec,
+                                ccd=ticket.ccd, started=t_claimed, finished=time.time(), host=socket.gethostname())
         result.worker = {"name": self.name, "job_id": self.job_id, "claimed": t_claimed,
                          "preload_seconds": round(preload, 4), "task_number": self.tasks + 1,
                          "calibrations": str(self.cache.root)}
