@@ -325,3 +325,17 @@ def test_scheduler_commands_are_run_only_inside_dwfhpc_scheduler():
                  for n, line in enumerate(p.read_text().splitlines(), 1) if argv.search(line)]
     assert offenders == []
     assert argv.search('["squeue", "-h"]')  # the pattern does find an argv
+
+
+def test_one_site_scheduler_follows_the_site():
+    """``site_scheduler``: the one place a site's batch system is chosen (g2: Torque's -t arrays; ozstar, local:
+    Slurm), with the site's own settings."""
+    from dwfhpc.config import load_site
+    from dwfhpc.scheduler import Pbs, Slurm, Torque, site_scheduler
+
+    g2 = site_scheduler(load_site("g2"))
+    assert type(g2) is Torque and g2.settings.queue == "gstar"
+    pro = site_scheduler(load_site("g2", overrides={"scheduler": {"pbs_array_syntax": "J"}}))
+    assert type(pro) is Pbs
+    assert type(site_scheduler(load_site("ozstar"))) is Slurm and type(site_scheduler(load_site("local"))) is Slurm
+    assert type(site_scheduler(None)) is Slurm

@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     site = load_site(args.config, workdir=args.workdir, overrides={"ingest": overrides} if overrides else None)
     if args.emit_scripts:
         from ..ingest.emit import emit_scripts
+        from ..scheduler import site_kind
 
-        written = emit_scripts(site, args.emit_scripts, kind="pbs" if site.ingest.executor == "pbs" else "slurm")
+        written = emit_scripts(site, args.emit_scripts, kind=site_kind(site))
         for path in written:
             print(path)
         print(f"{len(written)} script(s) written to {args.emit_scripts}")

@@ -5,20 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..scheduler import JOB_PREFIX, QueuedTask, Scheduler, scheduler_for
+from ..scheduler import JOB_PREFIX, QueuedTask, Scheduler, site_scheduler
 
 if TYPE_CHECKING:
     from ..config import SiteSettings
 
 __all__ = ["JOB_PREFIX", "QueuedTask", "by_state", "queued_tasks", "site_scheduler"]
-
-
-def site_scheduler(site: SiteSettings | None = None) -> Scheduler:
-    """The scheduler a site submits to: PBS (PBS Pro or Torque, from ``scheduler.pbs_array_syntax``) when
-    ``ingest.executor`` is pbs, else Slurm (also for the local executor: no site, no config -> Slurm)."""
-    if site is None:
-        return scheduler_for("slurm")
-    return scheduler_for("pbs" if site.ingest.executor == "pbs" else "slurm", site.scheduler)
 
 
 def queued_tasks(prefix: str = JOB_PREFIX, scheduler: Scheduler | None = None, *,

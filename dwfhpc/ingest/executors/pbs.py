@@ -25,7 +25,7 @@ class PbsArrayExecutor(ArrayExecutor):
     def __init__(self, site: SiteSettings, jobs_dir: Path, *, pbs: Pbs | None = None):
         self.site = site
         self.jobs_dir = Path(jobs_dir)
-        self.pbs = pbs or scheduler_for("pbs", site.scheduler)
+        self.pbs = pbs or scheduler_for("pbs", site.scheduler)  # a pbs executor: PBS whatever ingest.executor says
 
     @property
     def queries(self) -> int:
