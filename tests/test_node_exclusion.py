@@ -340,12 +340,18 @@ class _StubSubmitit:
     def map_array(self, fn, *args):
         self.calls.append(dict(self.params))
         if self.refuse_exclude and self.params.get("exclude"):
+            if self.refuse_exclude == "submitit":  # what the real submitit raises when sbatch says no
+                import submitit
+
+                raise submitit.core.utils.FailedJobError("sbatch: error: Requested node configuration is not available")
             raise subprocess.CalledProcessError(1, ["sbatch"], output="Requested node configuration is not available")
         return [type("Job", (), {"job_id": f"77_{i}"})() for i in range(len(args[0]))]
 
 
-@pytest.mark.parametrize("refuse", [False, True])
+@pytest.mark.parametrize("refuse", [False, "sbatch", "submitit"])
 def test_slurm_arrays_and_workers_are_submitted_with_the_exclusion(tmp_path, refuse, caplog):
+    """Refused with the exclusion (every node excluded: the fault campaign's one-node Slurm), by sbatch or as
+    submitit's FailedJobError (which once escaped and stopped the ingest): sent again without it."""
     from dwfhpc.config import SchedulerSettings
     from dwfhpc.ingest.executors import ArrayRequest
     from dwfhpc.ingest.executors.base import WorkerRequest
@@ -368,6 +374,7 @@ def test_slurm_arrays_and_workers_are_submitted_with_the_exclusion(tmp_path, ref
     else:  # refused with it: submitted without, and that set is not tried again (one warning)
         assert [c.get("exclude") for c in calls] == ["dwfn2", None, None]
         assert sum("sbatch refused" in r.message for r in caplog.records) == 1
+        assert not ex.can_exclude_nodes  # workers on it are not drained: their successors would land there too
     calls.clear()
     ex.exclude_nodes({"dwfn2": "x", "dwfn3": "y"})  # a new set is tried again
     ex.submit_workers(WorkerRequest(name="dwf-workers", queue_root=tmp_path / "q", n=2, mem_gb=1.0, time_minutes=60,

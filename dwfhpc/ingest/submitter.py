@@ -150,6 +150,10 @@ class Submitter:
         except DwfError as exc:  # the scheduler refused: the tasks stay queued, tried again next poll
             log.error("%s: submission failed (will retry): %s", part.stem, exc, extra={"part": part.stem})
             return 0
+        except Exception as exc:  # noqa: BLE001 - anything else from a scheduler library must not stop the night
+            log.error("%s: submission failed (will retry): %s: %s", part.stem, type(exc).__name__, exc,
+                      extra={"part": part.stem}, exc_info=True)
+            return 0
         self.db.add_submission(part.stem, self.executor.name, sub.job_id, request.name, str(path), sub.folder,
                                [t.ccd for t in tasks], sub.task_ids, now=time.time())
         attempt = f" (attempt {tasks[0].attempt})" if tasks[0].attempt > 1 else ""

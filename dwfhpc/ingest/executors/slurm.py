@@ -33,7 +33,9 @@ from .submitit_common import SubmititArrayExecutor, log_reason, submit_array, su
 
 log = logging.getLogger(__name__)
 
-_REFUSED = (subprocess.CalledProcessError, FileNotFoundError, OSError)
+#: what a refused submission raises: sbatch's own failure, a missing sbatch, and submitit's FailedJobError (a
+#: RuntimeError: sbatch said no, e.g. "Requested node configuration is not available" with every node excluded)
+_REFUSED = (subprocess.CalledProcessError, FileNotFoundError, OSError, submitit.core.utils.FailedJobError)
 
 
 def check_controller() -> None:
@@ -61,7 +63,11 @@ def with_exclude(params: dict, nodes: list[str]) -> dict:
 
 class SlurmArrayExecutor(SubmititArrayExecutor):
     name = "slurm"
-    can_exclude_nodes = True
+    @property
+    def can_exclude_nodes(self) -> bool:
+        """True unless sbatch refused the current excluded set (e.g. it is every node): then submissions go out
+        without it, and draining a worker there would only start its successor on the same node."""
+        return not (self.excluded_nodes and frozenset(self.excluded_nodes) == self._refused_exclusion)
 
     def __init__(self, jobs_dir: Path, scheduler: SchedulerSettings, *, slurm: Slurm | None = None):
         self.jobs_dir = Path(jobs_dir)

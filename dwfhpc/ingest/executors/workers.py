@@ -166,6 +166,9 @@ class WorkerPoolExecutor(ArrayExecutor):
         except DwfError as exc:
             log.error("worker array not submitted (will retry): %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - anything else from a scheduler library must not stop the night
+            log.error("worker array not submitted (will retry): %s: %s", type(exc).__name__, exc, exc_info=True)
+            return
         now = time.time()
         self.pool += [PoolMember(task_id=tid, t_submitted=now) for tid in sub.task_ids]
         self.started_workers += count
