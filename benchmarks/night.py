@@ -50,9 +50,13 @@ stand in for a supervisor; nothing else is done by hand until the night is quiet
 recovered each fault is read from the push journal, the state DB (a snapshot taken before the
 reconcile), every node result file seen during the night, the Slurm queue and the push logs.
 Writes ``benchmarks/results/night_faults.md`` (and ``.json``; ``--reanalyse`` redoes the tables from
-``--work``). Usage::
+``--work``). ``--faults --workers N`` (issue 25 item 5) runs the campaign's ingest on N warm workers with a short
+walltime (``--worker-minutes``: every worker rolls over during the night) and adds five faults of their own: a busy
+worker's process killed with ``kill -9``; the walltime rolls themselves; ``scancel`` of the whole worker array; a
+second bias + dome flat written mid-night (new masters: the workers copy them again); the scratch full while the
+workers' preloaded masters are in it. Usage::
 
-    PYTHONPATH=. python3 benchmarks/night.py --faults [--only link-cut,scancel] [--fault-scale 1]
+    PYTHONPATH=. python3 benchmarks/night.py --faults [--workers 2] [--only link-cut,scancel] [--fault-scale 1]
 """
 
 from __future__ import annotations
@@ -66,10 +70,11 @@ from pathlib import Path
 # benchmarks/ is first on sys.path when this runs as a script; the modules below live there:
 from common.procs import say
 from common.slurm import slurm_env
+from common.cpusample import CpuSampler
 from common.tables import LoadSampler
 from common.wan import wait_for_wan, wanlink
 from night_faults.registry import FAULTS
-from night_run import analyse_ours, cadence_lines, reanalyse, run_ours, worker_time_minutes, write_results
+from night_run import analyse_ours, cadence_lines, cpu_figures, reanalyse, run_ours, worker_time_minutes, write_results
 from night_seed import analyse_seed, run_seed
 from night_telescope import simulate_night
 
@@ -80,8 +85,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faults", action="store_true",
                     help="the fault campaign instead (issue 15 item 2): a small night with the nine faults injected "
-                         "while exposures are in flight; writes results/night_faults.md (other defaults then: "
-                         "--ccds 1-4 --exposures 17 --cadence 25 --biases 1 --flats 1 --cal-cadence 10)")
+                         "while exposures are in flight (with --workers N: fourteen); writes results/night_faults.md "
+                         "(other defaults then: --ccds 1-4 --exposures 17 (--workers: 26) --cadence 25 --biases 1 "
+                         "--flats 1 --cal-cadence 10)")
     ap.add_argument("--ccds", default=None, help="CCDs of every exposure (default 1-62: full exposures)")
     ap.add_argument("--exposures", type=int, default=None, help="science exposures (default 6)")
     ap.add_argument("--biases", type=int, default=None, help="(default 2)")
@@ -95,7 +101,19 @@ def main() -> int:
                     help="push with transport.stream (one long-lived dwfhpc receive per stream) instead of rsync")
     ap.add_argument("--workers", type=int, default=0,
                     help="our ingest in worker mode: `ingest --workers N` (N warm Slurm tasks claim CCD tickets; "
-                         "their walltime outlasts --timeout); default 0: `ingest --array`, one array per part")
+                         "their walltime outlasts --timeout, with --faults: --worker-minutes); default 0: "
+                         "`ingest --array`, one array per part")
+    ap.add_argument("--science-after-masters", type=float, default=0.0, metavar="S",
+                    help="calibrations in the afternoon: science begins once tonight's masters are built (at most S s "
+                         "after the last calibration frame; 0: straight after them, as at dusk)")
+    ap.add_argument("--codec", default="auto",
+                    help="push.codec (default auto, the toolkit's: the raw's own RICE tiles copied as they are)")
+    ap.add_argument("--stash", type=Path, default=None, metavar="DIR",
+                    help="use this earlier run's simulated files (WORK/stash of a run with the same --ccds, "
+                         "--exposures, --biases, --flats; hard-linked) instead of simulating them again")
+    ap.add_argument("--cpu-samples", type=Path, default=None, metavar="FILE",
+                    help="CPU samples of a cpusample.py already running beside this run (default: sampled here, "
+                         "WORK/cpu.jsonl); with --reanalyse: recompute the CPU table from FILE")
     ap.add_argument("--seed-exposures", type=int, default=2, help="science exposures also run the seed's way (0: none)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--work", type=Path, default=None, help="(default /tmp/dwfnight, --faults: /tmp/dwfnight-faults)")
@@ -110,7 +128,9 @@ def main() -> int:
     f.add_argument("--cut-seconds", type=float, default=30.0)
     f.add_argument("--slurmd-seconds", type=float, default=20.0)
     f.add_argument("--scratch-seconds", type=float, default=30.0)
-    f.add_argument("--scratch-mb", type=int, default=400, help="size of the node scratch tmpfs")
+    f.add_argument("--scratch-mb", type=int, default=None,
+                   help="size of the node scratch tmpfs (default 400; --workers: 3000, each warm worker keeps a copy "
+                        "of the night's masters in it, ~260 MB for 4 CCDs, and up to 2N workers run during a roll)")
     f.add_argument("--scratch-leave-mb", type=float, default=30.0, help="free space left in it while it is 'full'")
     f.add_argument("--scratch-min-free-gb", type=float, default=0.05, help="node.min_free_gb")
     f.add_argument("--restart-after", type=float, default=3.0, help="seconds before a killed push/ingest is restarted")
@@ -125,29 +145,44 @@ def main() -> int:
     f.add_argument("--slurm-prefix", type=Path, default=Path("/tmp/dwf-slurm-faults"),
                    help="the campaign's own private Slurm (ports 7837-7839): its slurmd is stopped by fault 4")
     f.add_argument("--keep-slurm", action="store_true", help="leave the private Slurm running afterwards")
+    f.add_argument("--worker-minutes", type=int, default=5,
+                   help="--workers: ingest.worker_time_minutes of the campaign's workers (short: every worker rolls "
+                        "over during the night, every 3 min with the defaults; at least 5)")
+    f.add_argument("--worker-replace-minutes", type=float, default=2.0, help="--workers: ingest.worker_replace_minutes")
+    f.add_argument("--worker-stop-minutes", type=float, default=1.0,
+                   help="--workers: ingest.worker_stop_minutes (less than --worker-replace-minutes)")
     f.add_argument("--wan-wait", type=float, default=3600.0,
                    help="wait this long for another run's emulated WAN to go away before giving up")
     args = ap.parse_args()
-    defaults = ({"ccds": "1-4", "exposures": 17, "cadence": 25.0, "biases": 1, "flats": 1, "cal_cadence": 10.0,
+    defaults = ({"ccds": "1-4", "exposures": 26 if args.workers else 17, "cadence": 25.0, "biases": 1, "flats": 1, "cal_cadence": 10.0,
                  "work": Path("/tmp/dwfnight-faults"), "out": HERE / "results" / "night_faults.md"} if args.faults else
                 {"ccds": "1-62", "exposures": 6, "cadence": 160.0, "biases": 2, "flats": 2, "cal_cadence": 30.0,
                  "work": Path("/tmp/dwfnight"), "out": HERE / "results" / "night.md"})
+    if args.faults:
+        defaults["scratch_mb"] = 3000 if args.workers else 400
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.workers < 0 or (args.workers and args.faults):
-        ap.error("--workers: N >= 0, and not with --faults (the campaign's ingest runs --array)")
+    if args.workers < 0:
+        ap.error("--workers: N >= 0")
     if args.faults:
-        args.fault_list = [x for x in FAULTS if args.only is None or x in args.only.split(",")]
         unknown = set(args.only.split(",")) - set(FAULTS) if args.only else set()
         if unknown:
             ap.error(f"--only: unknown faults {sorted(unknown)}")
         from night_faults.driver import run_fault_campaign
+        from night_faults.registry import fault_list
         from night_faults.report import analyse_campaign, load_campaign
 
         if args.reanalyse:
-            camp, meta = load_campaign(args)
+            camp, meta = load_campaign(args)  # the mode (workers N or arrays) is the campaign's
+            args.fault_list = fault_list(args.only, args.workers)
             return analyse_campaign(args, camp, meta)
+        if args.workers and not (args.worker_minutes >= 5 and args.worker_stop_minutes < args.worker_replace_minutes):
+            ap.error("--worker-minutes: at least 5; --worker-stop-minutes less than --worker-replace-minutes")
+        args.fault_list = fault_list(args.only, args.workers)
+        workers_only = sorted(set(args.only.split(",")) - set(args.fault_list)) if args.only else []
+        if workers_only:
+            ap.error(f"--only: {', '.join(workers_only)} only with --workers N")
         return run_fault_campaign(args)
     if args.reanalyse:
         return reanalyse(args)
@@ -162,18 +197,24 @@ def main() -> int:
     files, sci, ccds = simulate_night(args, work)
     sampler = LoadSampler(work / "load.txt")
     sampler.start()
+    cpu_sampler = None
+    if args.cpu_samples is None:
+        args.cpu_samples = work / "cpu.jsonl"
+        cpu_sampler = CpuSampler(args.cpu_samples)
+        cpu_sampler.start()
     wait_for_wan(args.wan_wait)
     wan = wanlink.setup(work / "wan")
     say(f"WAN up ({wan.mode})")
     seed_runs: list[dict] = []
     meta = {"mode": wan.mode, "load_log": str(work / "load.txt"), "nccd": len(ccds), "n_cal": len(files) - len(sci), "n_sci": len(sci),
             "mb_per_exp": sci[0].stat().st_size / 1e6, "n_seed": min(args.seed_exposures, len(sci)),
-            "transport": "stream" if args.stream else "rsync",
+            "transport": "stream" if args.stream else "rsync", "codec": args.codec,
             "ingest_mode": "workers" if args.workers else "arrays", "workers": args.workers,
             **({"worker_time_minutes": worker_time_minutes(args)} if args.workers else {})}
     try:
         run = run_ours(args, work, wan, slurm, files, len(ccds))
         meta["wall"] = run["wall"]
+        meta["science_after_masters"] = {"limit_s": args.science_after_masters, "waited_s": run.get("gate_waited")}
         t = time.time()
         for raw in sci[: args.seed_exposures]:
             say(f"seed: {raw.name}")
@@ -184,12 +225,15 @@ def main() -> int:
         meta["t_seed"] = (t, time.time())
     finally:
         sampler.stop.set()
+        if cpu_sampler:
+            cpu_sampler.stop.set()
         if wanlink.intact(wan):
             say("teardown: " + wanlink.teardown(work / "wan"))
         else:
             say("teardown: skipped, the link up now is another run's")
     ours = analyse_ours(run, slurm)
     meta["cadence_lines"] = cadence_lines(ours, args)
+    meta["cpu"] = cpu_figures(ours, args.cpu_samples)
     seed = analyse_seed(seed_runs, len(ccds)) if seed_runs else None
     print(write_results(args, ours, seed, meta))
     return 0

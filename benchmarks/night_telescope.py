@@ -18,10 +18,14 @@ class Telescope(threading.Thread):
     """Writes the stash's files into the raw folder at the cadence (copy to a dot-name, then rename)."""
 
     def __init__(self, files: list[tuple[Path, str]], raw: Path, cal_cadence: float, cadence: float,
-                 truncate: set[str] | frozenset[str] = frozenset()):
+                 truncate: set[str] | frozenset[str] = frozenset(), science_gate=None, gate_seconds: float = 0.0):
         super().__init__(name="telescope", daemon=True)
         self.files, self.raw, self.cal_cadence, self.cadence = files, raw, cal_cadence, cadence
         self.truncate = truncate  # file names written cut to half their size (the --faults campaign)
+        # afternoon calibrations: science begins once science_gate() is true (tonight's masters built), at most
+        # gate_seconds after the last calibration frame; the wait is recorded in gate_waited
+        self.science_gate, self.gate_seconds = science_gate, gate_seconds
+        self.gate_waited: float | None = None
         self.written: dict[str, float] = {}
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -33,6 +37,15 @@ class Telescope(threading.Thread):
             for path, kind in self.files:
                 if prev_kind is not None:
                     t_next += self.cadence if kind == "science" else self.cal_cadence
+                if kind == "science" and prev_kind == "cal" and self.science_gate and self.gate_seconds > 0:
+                    t_gate = time.time()
+                    while not self.science_gate() and time.time() - t_gate < self.gate_seconds:
+                        if self.stop.wait(1.0):
+                            return
+                    self.gate_waited = time.time() - t_gate
+                    why = "tonight's masters built" if self.science_gate() else "gate timed out"
+                    say(f"telescope: science begins {self.gate_waited:.0f} s after the last calibration frame ({why})")
+                    t_next = max(t_next, time.time())
                 prev_kind = kind
                 if self.stop.wait(max(0.0, t_next - time.time())):
                     return
@@ -62,9 +75,14 @@ def simulate_night(args, work: Path) -> tuple[list, list[Path], list[int]]:
 
     The CCDs are those of ``--ccds`` that push packs: the instrument's known-bad CCDs (DECam's 61) are left out."""
     t = time.time()
-    subprocess.run(dwfhpc("simulate", "--biases", str(args.biases), "--flats", str(args.flats), "--exposures",
-                          str(args.exposures), "--ccds", args.ccds, "--out", str(work / "stash")),
-                   env=env(), check=True, stdout=subprocess.DEVNULL)
+    if getattr(args, "stash", None):  # the same night's files from an earlier run (hard links: nothing copied)
+        for src in sorted(Path(args.stash).iterdir()):
+            os.link(src, work / "stash" / src.name)
+        say(f"stash: {len(list((work / 'stash').iterdir()))} files linked from {args.stash}")
+    else:
+        subprocess.run(dwfhpc("simulate", "--biases", str(args.biases), "--flats", str(args.flats), "--exposures",
+                              str(args.exposures), "--ccds", args.ccds, "--out", str(work / "stash")),
+                       env=env(), check=True, stdout=subprocess.DEVNULL)
     files = stash_files(work / "stash")
     sci = [p for p, k in files if k == "science"]
     info = json.loads(subprocess.run(dwfhpc("info", str(sci[0]), "--json"), env=env(), capture_output=True, text=True,

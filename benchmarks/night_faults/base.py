@@ -24,6 +24,13 @@ class Fault:
     #: True: the fault does nothing when injected but wait for its own trigger (it is neither spaced by
     #: ``FAULT_GAP`` from the previous fault nor the end of another fault's event window)
     passive: bool = False
+    #: True: only with ``--workers N`` (the campaign's ingest runs warm workers)
+    workers_only: bool = False
+
+    def prepare(self, args, work, files: list) -> list:
+        """Before the night (after the stash is made): the night's files, in the order the telescope writes them
+        (a fault may add its own); default unchanged."""
+        return files
 
     def inject(self, c) -> dict:
         raise NotImplementedError

@@ -47,6 +47,13 @@ class Campaign:
         self.t_ref: float | None = None
         self.stop = threading.Event()
         self.sci_expids = {p.name.split(".")[0] for p, k in files if k == "science"}
+        # worker mode (--workers N): the warm workers' queue root and what was seen of them during the night
+        self.queue_root = c / "jobs" / "workers"
+        self.worker_log: list[tuple[float, dict]] = []  # (t, worker -> [state, ticket, masters generation, pid])
+        self.pool_log: list[tuple[float, list]] = []  # (t, pool.json) on each change
+        self.gen_log: list[tuple[float, int]] = []  # (t, masters.generation) on each change
+        self.night_beats: dict[str, dict] = {}
+        self.night_caches: dict[str, int] = {}
 
     # ------------------------------------------------------------ processes
     def start(self, name: str) -> subprocess.Popen:
@@ -54,7 +61,8 @@ class Campaign:
             self.runs[name] += 1
             log = (self.work / f"{name}-{self.runs[name]}.log").open("w")
             if name == "ingest":
-                argv, e = dwfhpc("ingest", "--config", str(self.site), "--array", "--executor", "slurm",
+                mode = ["--workers", str(self.args.workers)] if self.args.workers else ["--array"]
+                argv, e = dwfhpc("ingest", "--config", str(self.site), *mode, "--executor", "slurm",
                                  "--no-report"), env(self.slurm.env)
             else:
                 argv, e = self.wan.in_client(dwfhpc("push", "--config", str(self.site), "--streams",
@@ -106,14 +114,62 @@ class Campaign:
                 r = json.loads(f.read_text())
             except (OSError, ValueError):
                 continue
-            self.results[key] = {"file": f.name, "expid": r.get("expid"), "ccd": r.get("ccd"), "status": r.get("status"),
-                                 "error": r.get("error"), "error_kind": r.get("error_kind"), "attempt": r.get("attempt"),
+            w = r.get("worker") or {}
+            # a warm worker's own failure (spec unreadable, calibrations not copied) names no expid nor attempt:
+            # the result file's name does (<part>.a<attempt>.c<first CCD>.result-<index>.json)
+            att = next((int(b[1:]) for b in f.name.split(".") if b[:1] == "a" and b[1:].isdigit()), None)
+            self.results[key] = {"file": f.name, "expid": r.get("expid") or f.name.split(".")[0], "ccd": r.get("ccd"),
+                                 "status": r.get("status"), "error": r.get("error"), "error_kind": r.get("error_kind"),
+                                 "attempt": r.get("attempt") or att,
                                  "started": r.get("started"), "finished": r.get("finished"),
-                                 "interrupted": r.get("interrupted"), "products": bool(r.get("products"))}
+                                 "interrupted": r.get("interrupted"), "products": bool(r.get("products")),
+                                 "kind": r.get("kind"),
+                                 **({"worker": w.get("name"), "claimed": w.get("claimed"),
+                                     "preload": w.get("preload_seconds"), "task_number": w.get("task_number"),
+                                     "masters_generation": w.get("masters_generation"),
+                                     "bias": (r.get("masters") or {}).get("bias")} if w else {})}
+
+    # ------------------------------------------------------------ warm workers (--workers N)
+    def beats(self) -> dict[str, dict]:
+        """worker -> its last heartbeat (``<queue>/workers/<worker>.json``), read-only."""
+        out = {}
+        for f in sorted((self.queue_root / "workers").glob("*.json")):
+            try:
+                out[f.stem] = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def pool(self) -> list[dict]:
+        try:
+            return json.loads((self.queue_root / "pool.json").read_text())
+        except (OSError, ValueError):
+            return []
+
+    def generation(self) -> int:
+        try:
+            return int((self.queue_root / "masters.generation").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def observe_workers(self) -> None:
+        now = time.time()
+        seen = {w: [b.get("state"), b.get("ticket"), b.get("masters_generation"), b.get("pid")]
+                for w, b in self.beats().items()}
+        if not self.worker_log or self.worker_log[-1][1] != seen:
+            self.worker_log.append((now, seen))
+        pool = self.pool()
+        if not self.pool_log or self.pool_log[-1][1] != pool:
+            self.pool_log.append((now, pool))
+        gen = self.generation()
+        if not self.gen_log or self.gen_log[-1][1] != gen:
+            self.gen_log.append((now, gen))
 
     def observe(self) -> None:
         while not self.stop.is_set():
             self.sweep()
+            if self.args.workers:
+                self.observe_workers()
             try:
                 q = self.slurm.squeue()
                 if not self.squeue_log or self.squeue_log[-1][1] != q:
@@ -179,7 +235,8 @@ class Campaign:
     def run(self) -> dict:
         self.tel = Telescope(self.files, self.raw, self.args.cal_cadence, self.args.cadence,
                              truncate={self.truncate})
-        n_cal = sum(1 for _, k in self.files if k != "science")
+        # calibration frames before the first science exposure (a fault may add more later in the night)
+        n_cal = next((i for i, (_, k) in enumerate(self.files) if k == "science"), len(self.files))
         self.start("ingest")
         self.start("push")
         t0 = time.time()
@@ -222,6 +279,11 @@ class Campaign:
             self.t_quiet = time.time()
             self.squeue_log.append((time.time(), self.slurm.squeue()))
             self.sweep()
+            if self.args.workers:
+                self.observe_workers()
+                self.night_beats = self.beats()  # each worker's last heartbeat: its life (started .. last beat)
+                self.night_caches = {d.name: round(sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 1e6)
+                                     for d in self.scratch.glob("dwfhpc-w*-cal")}  # workers' copies left in scratch
             # the night's evidence, before any operator's step: copies of both databases, the results, the products
             self.ev_night = Evidence(self, snapshot(self.state, self.work / "night-state.sqlite"),
                                      snapshot(self.journal, self.work / "night-journal.sqlite"), dict(self.results))

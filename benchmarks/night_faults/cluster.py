@@ -130,6 +130,9 @@ class Scancel(Fault):
     at = 165
 
     def inject(self, c) -> dict:
+        if c.args.workers:  # worker mode: the running tasks are warm workers; cancel one busy with a CCD
+            return self._inject_worker(c)
+
         def running():
             return [r for r in c.slurm.squeue() if r["state"] == "RUNNING" and r["name"].startswith("dwf-")]
         rows = c.wait_for(running, 90, every=0.5)
@@ -144,11 +147,26 @@ class Scancel(Fault):
         return {"t0": t, "t1": t, "job": jid, "name": rows[0]["name"], "rc": proc.returncode,
                 "task": task[0] if task else None}
 
+    def _inject_worker(self, c) -> dict:
+        from .warm import busy_worker, ticket_task
+
+        got = c.wait_for(lambda: busy_worker(c), 90, every=0.2)
+        if not got:
+            return {"t0": time.time(), "t1": time.time(), "error": "no worker was busy with a CCD within 90 s"}
+        worker, beat = got
+        t = time.time()
+        proc = c.slurm.scancel(beat["job_id"])
+        task = ticket_task(c, beat["ticket"])
+        say(f"fault: scancel {beat['job_id']} (worker {worker}, busy with {beat['ticket']}) -> {proc.returncode}")
+        return {"t0": t, "t1": t, "job": beat["job_id"], "worker": worker, "name": "dwf-workers", "rc": proc.returncode,
+                "task": task}
+
     def examine(self, row: dict, rec: dict, ev, camp, t_next: float) -> set[str]:
         t_ref = camp.t_ref
         t0 = rec["t0"]
         tk = rec.get("task") or {}
-        row["when"] += f" (`scancel {rec['job']}` = {tk.get('part')} CCD {tk.get('ccd')}, attempt {tk.get('attempt')})"
+        row["when"] += (f" (`scancel {rec['job']}` = " + (f"worker {rec['worker']} busy with " if rec.get("worker") else "")
+                        + f"{tk.get('part')} CCD {tk.get('ccd')}, attempt {tk.get('attempt')})")
         affected = {tk.get("expid")} if tk else set()
         t = ev.task(tk.get("part"), tk.get("ccd")) if tk else None
         evs = [e for e in ev.sev(t0, t0 + 600, part=tk.get("part")) if f"CCD {tk.get('ccd')}" in e["message"]]
@@ -163,6 +181,10 @@ class Scancel(Fault):
                                                  for r in res]) if t else "task not found")
         row["ttr"] = f"{t['t_finished'] - t0:.0f} s (scancel to the CCD's products)" if t and t["state"] == TaskState.DONE else "never"
         row["ok"] = bool(t and t["state"] == TaskState.DONE)
+        if rec.get("worker"):
+            from .warm import pool_topped_up
+
+            row["recovered"] += "; " + pool_topped_up(camp, t0, {rec["worker"]})
         return affected
 
 

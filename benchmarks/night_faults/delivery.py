@@ -231,8 +231,16 @@ class DuplicatePart(Fault):
         row["detected"] = (f"ingest's inbox scan, state DB event {rel(evs[0]['t'], t_ref)}: \"{short(evs[0]['message'], 100)}\""
                            if evs else "no state DB event about the copy")
         left = [p.name for p in camp.inbox.glob(f"{stem}*")]
+        # a retried CCD is submitted again at its next attempt: what must not happen is a CCD submitted twice at
+        # the same attempt (the copy queued as a new delivery), so submissions are counted per (CCD, attempt)
+        per = {(ccd, att): len(v) for (part, ccd, att), v in ev.submitted.items() if part == stem}
+        dup = sorted(k for k, n in per.items() if n > 1)
+        first = [s for s in subs if s["t_submitted"] and s["t_submitted"] < t0]
         row["recovered"] = (f"dropped from the inbox (files left: {left or 'none'}); the part has {len(subs)} "
-                            f"submission(s), attempts {sorted(t['attempt'] for t in ev.tasks if t['part'] == stem)}")
+                            f"submission(s) ({len(first)} before the copy), "
+                            + (f"CCD attempts submitted twice: {', '.join(f'CCD {c} a{a}' for c, a in dup)}" if dup else
+                               "each (CCD, attempt) once")
+                            + f"; task attempts {sorted(t['attempt'] for t in ev.tasks if t['part'] == stem)}")
         row["ttr"] = f"{evs[0]['t'] - t0:.1f} s (copy to dropped)" if evs else "never"
-        row["ok"] = bool(evs) and len(subs) == 1 and not left
+        row["ok"] = bool(evs) and bool(subs) and not dup and not left
         return affected

@@ -31,6 +31,9 @@ def run_fault_campaign(args) -> int:
     shutil.rmtree(work, ignore_errors=True)
     (work / "stash").mkdir(parents=True)
     files, sci, ccds = simulate_night(args, work)
+    n_cal = len(files) - len(sci)
+    for name in args.fault_list:  # a fault may add files of its own to the telescope's schedule (new-masters)
+        files = FAULTS[name].prepare(args, work, files)
     # the truncated raw file: the science exposure written nearest the truncated-raw fault's time
     idx = min(len(sci) - 1, round(FAULTS["truncated-raw"].at * args.fault_scale / args.cadence))
     truncate = sci[idx].name
@@ -51,8 +54,12 @@ def run_fault_campaign(args) -> int:
     sampler.start()
     wan = None
     camp = None
-    meta = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", "n_cal": len(files) - len(sci), "n_sci": len(sci),
-            "command": "PYTHONPATH=. python3 benchmarks/night.py " + " ".join(sys.argv[1:])}
+    meta = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", "n_cal": n_cal, "n_sci": len(sci),
+            "n_late_cal": len(files) - len(sci) - n_cal,
+            "command": "PYTHONPATH=. python3 benchmarks/night.py " + " ".join(sys.argv[1:]),
+            "ingest_mode": "workers" if args.workers else "arrays", "workers": args.workers,
+            **({"worker_minutes": args.worker_minutes, "worker_replace_minutes": args.worker_replace_minutes,
+                "worker_stop_minutes": args.worker_stop_minutes} if args.workers else {})}
     meta["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip()
     try:
@@ -71,7 +78,10 @@ def run_fault_campaign(args) -> int:
             transport={"timeout_seconds": int(args.rsync_timeout), "backoff_seconds": 1, "backoff_max": 8,
                        "delivered_dirs": [str(work / "cluster" / "parts")]},
             ingest={"poll_seconds": 2, "report_every_seconds": 3600, "max_attempts": args.max_attempts,
-                    "lost_after_seconds": args.lost_after},
+                    "lost_after_seconds": args.lost_after,
+                    **({"workers": args.workers, "worker_time_minutes": args.worker_minutes,
+                        "worker_replace_minutes": args.worker_replace_minutes,
+                        "worker_stop_minutes": args.worker_stop_minutes} if args.workers else {})},
             scheduler={"time_minutes": 10, "mem_gb": 1, "array_parallelism": 64},
             node={"scratch_vars": ["DWF_FAULTS_SCRATCH"], "scratch_fallback": str(scratch),
                   "min_free_gb": args.scratch_min_free_gb},

@@ -21,8 +21,18 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
     expected = {r["expected_loss"] for r in rows if r.get("expected_loss")}
     unexpected_lost = [e for e in ev.lost if e not in expected]
     named = failures_named(ev, camp)
+    warm = meta.get("ingest_mode") == "workers"
+    mode = (f"workers {meta['workers']} (`ingest --workers {meta['workers']}`: warm Slurm workers claiming CCD "
+            f"tickets, walltime {meta['worker_minutes']} min, successor {meta['worker_replace_minutes']:g} min and no "
+            f"new CCD {meta['worker_stop_minutes']:g} min before it ends)" if warm else
+            "arrays (`ingest --array`: one Slurm array per part, one task per CCD)")
+    ingest_cmd = (f"`ingest --workers {meta['workers']} --executor slurm`" if warm else "`ingest --array --executor slurm`")
+    late = (f", plus {meta['n_late_cal']} calibration frames of the same night written among the science (fault "
+            "new-masters)" if meta.get("n_late_cal") else "")
     lines = [
-        "# Fault campaign: a night over the emulated WAN with faults injected while exposures are in flight", "",
+        f"# Fault campaign ({'workers ' + str(meta['workers']) if warm else 'arrays'}): a night over the emulated WAN "
+        "with faults injected while exposures are in flight", "",
+        f"**Mode: {mode}.**", "",
         f"Run {meta['date']} UTC: `{meta['command']}` (commit `{meta['commit']}`), on this shared 2-core VM "
         f"({meta['load']}; other engineers' runs share it). Link `{camp.wan.mode}`, 300 ms RTT, 200 Mbit/s "
         f"(tests/infra/wan). Slurm: a private instance of `tests/infra/start-slurm.sh` (`{camp.slurm.prefix}`, "
@@ -30,9 +40,9 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
         f"other runs, from set-up to tear-down: {'yes' if meta.get('wan_intact') else 'NO (results suspect)'}."
         + (f" Tables re-derived from this run's databases and records with `--reanalyse` on {meta['reanalysed']}."
            if meta.get("reanalysed") else ""), "",
-        f"**Night:** {meta['n_cal']} calibration frames, then {meta['n_sci']} science exposures every {args.cadence:g} s, "
+        f"**Night:** {meta['n_cal']} calibration frames, then {meta['n_sci']} science exposures every {args.cadence:g} s{late}, "
         f"{camp.nccd} CCDs each (K={args.streams} parts, `push --streams {args.streams}`, "
-        f"`ingest --array --executor slurm`); push `incomplete_timeout` {args.incomplete_timeout:g} s, rsync "
+        f"{ingest_cmd}); push `incomplete_timeout` {args.incomplete_timeout:g} s, rsync "
         f"`timeout_seconds` {args.rsync_timeout:g} s; ingest `max_attempts` {args.max_attempts}, `lost_after_seconds` "
         f"{args.lost_after:g}; node scratch a {args.scratch_mb} MB tmpfs (`node.scratch_vars: [DWF_FAULTS_SCRATCH]` "
         f"(unset), `scratch_fallback` = the tmpfs, `min_free_gb` {args.scratch_min_free_gb:g}). Wall time "
@@ -40,6 +50,8 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
         "the first science exposure was written.", "",
         "Restarts after (2) and (3) and slurmd's restart after (4) are done by the harness, standing in for a "
         "supervisor (systemd `Restart=always`, cron); nothing else is done by hand until the night is over. "
+        + ("In worker mode (5) cancels one warm worker busy with a CCD (the running Slurm tasks are workers). "
+           if warm else "") +
         "\"Detected by\" and \"recovered by\" quote the journal, the state DB, the node result files and the logs.", "",
         "| fault | when | detected by | recovered by | exposures lost | CCDs calibrated twice | time to recover |",
         "|---|---|---|---|---:|---:|---|"]
@@ -73,8 +85,12 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
     counts = count(f"{t['kind']}/{t['state']}" for t in ev.tasks)
     lines += ["", f"Tasks by kind/state at the end: {counts}; parts in the state DB by state: "
               f"{count(p['state'] for p in ev.sparts.values())}; push journal exposures by state: "
-              f"{count(e['state'] for e in ev.jexp.values())}; {len(ev.subs)} array submissions; node results seen: "
+              f"{count(e['state'] for e in ev.jexp.values())}; {len(ev.subs)} {'submissions (tickets for the workers)' if warm else 'array submissions'}; node results seen: "
               f"{len(ev.results)} ({count(r['status'] for r in ev.results)}).", ""]
+    if warm:
+        from .warm import workers_summary
+
+        lines += [workers_summary(camp), ""]
     notes = [f"- {r['name']}: {n}" for r in rows for n in r["notes"]]
     if getattr(camp, "reconciled", None):
         rc = camp.reconciled
@@ -95,7 +111,8 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
 def save_campaign(camp: Campaign, meta: dict) -> None:
     """What the analysis needs besides the databases (``--faults --reanalyse`` reads it back)."""
     keep = {k: getattr(camp, k, None) for k in ("records", "squeue_log", "t_ref", "t_quiet", "unexpected", "reconciled",
-                                                  "drained", "truncate", "nccd")}
+                                                  "drained", "truncate", "nccd", "worker_log", "pool_log", "gen_log",
+                                                  "night_beats", "night_caches")}
     keep.update(meta=meta, wan_mode=camp.wan.mode, slurm_prefix=str(camp.slurm.prefix), written=camp.tel.written,
                 files=[(str(p), k) for p, k in camp.files], results=list(camp.results.values()),
                 night_results=list(camp.ev_night_results.values()), scratch=str(camp.scratch),
@@ -108,10 +125,17 @@ def load_campaign(args) -> tuple[Campaign, dict]:
 
     work = args.work.resolve()
     d = json.loads((work / "campaign.json").read_text())
+    m = d["meta"]
+    args.workers = m.get("workers") or 0  # the campaign's mode, whatever the command line says
+    for k in ("worker_minutes", "worker_replace_minutes", "worker_stop_minutes"):
+        if k in m:
+            setattr(args, k, m[k])
     camp = Campaign(args, work, SimpleNamespace(mode=d["wan_mode"]), PrivateSlurm(Path(d["slurm_prefix"]), FAULT_PORTS),
                     [(Path(p), k) for p, k in d["files"]], d["nccd"], Path(d["scratch"]), d["truncate"])
     for k in ("records", "t_ref", "t_quiet", "unexpected", "reconciled", "drained"):
         setattr(camp, k, d[k])
+    for k, empty in (("worker_log", []), ("pool_log", []), ("gen_log", []), ("night_beats", {}), ("night_caches", {})):
+        setattr(camp, k, d.get(k) or empty)
     camp.squeue_log = [tuple(x) for x in d["squeue_log"]]
     camp.tel = SimpleNamespace(written=d["written"])
     camp.results = {(r["file"], r["started"], i): r for i, r in enumerate(d["results"])}
