@@ -10,6 +10,9 @@ Masters:   ``<masters>/<night>/bias_<ccd:02d>.fits``, ``<masters>/<night>/flat_<
 Store:     ``<parts store>/<night>/<part tar and manifest>``
 Quarantine: ``<quarantine>/<stem>.<YYYYmmddTHHMMSS>[.<n>]/``
 Scratch:   ``<scratch root>/dwfhpc-<expid>_<ccd:02d>-<random>/``
+Jobs:      :class:`JobFiles`: ``<specs>/<part>.a<attempt>.c<first CCD:02d>.json``, its results
+           ``<spec stem>.result-<index>.json`` beside it, ``<jobs>/fullred/``, and the warm workers' queue
+           ``<jobs>/workers/`` (:class:`WorkerQueueFiles`)
 
 Every path built from a value that came from a manifest, a spec or a header goes through
 :func:`under`: each value must be one plain name (no ``/``, no ``..``, no control character) and
@@ -22,9 +25,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import IntegrityError
+
+if TYPE_CHECKING:
+    from .config import SiteSettings
 
 PRODUCT_KINDS = ("cal", "mask", "cat", "qa")
 _PRODUCT_SUFFIX = {"cal": ".cal.fits.fz", "mask": ".mask.fits.fz", "cat": ".cat.fits", "qa": ".qa.json"}
@@ -154,3 +162,112 @@ def master_path(masters: Path, night: str, kind: str, ccd: int, filter_: str | N
     if kind == "bias":
         return under(masters, ("night", night), ("ccd", f"bias_{ccd:02d}.fits"))
     return under(masters, ("night", night), ("filter", f"flat_{filter_ or 'none'}_{ccd:02d}.fits"))
+
+
+@dataclass(frozen=True)
+class WorkerQueueFiles:
+    """The files of the warm workers' shared-FS queue under ``root`` (see :mod:`dwfhpc.workers.queue`)."""
+
+    root: Path
+
+    SUBDIRS = ("tickets", "claimed", "finished", "workers", "stop")
+
+    @property
+    def tickets(self) -> Path:
+        """``tickets/``: handed out, not yet claimed."""
+        return self.root / "tickets"
+
+    @property
+    def claimed(self) -> Path:
+        """``claimed/``: one folder per worker."""
+        return self.root / "claimed"
+
+    @property
+    def finished(self) -> Path:
+        """``finished/``: claims whose result file is written."""
+        return self.root / "finished"
+
+    @property
+    def heartbeats(self) -> Path:
+        """``workers/``: one heartbeat file per worker."""
+        return self.root / "workers"
+
+    @property
+    def stop(self) -> Path:
+        """``stop/``: drain requests."""
+        return self.root / "stop"
+
+    @property
+    def masters_generation(self) -> Path:
+        """``masters.generation``: bumped by ingest each time new masters are built."""
+        return self.root / "masters.generation"
+
+    @property
+    def pool(self) -> Path:
+        """``pool.json``: the ingest's worker pool (task ids, submission times)."""
+        return self.root / "pool.json"
+
+    def ticket(self, name: str) -> Path:
+        return self.tickets / name
+
+    def claimed_by(self, worker: str) -> Path:
+        """``claimed/<worker>/``."""
+        return self.claimed / worker
+
+    def claim(self, worker: str, name: str) -> Path:
+        """``claimed/<worker>/<ticket name>``."""
+        return self.claimed_by(worker) / name
+
+    def finished_ticket(self, name: str) -> Path:
+        return self.finished / name
+
+    def heartbeat(self, worker: str) -> Path:
+        """``workers/<worker>.json``."""
+        return self.heartbeats / f"{worker}.json"
+
+    def stop_request(self, worker: str) -> Path:
+        """``stop/<worker>`` (``stop/ALL`` for every worker)."""
+        return self.stop / worker
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files that ingest and its jobs exchange: task specs and results under ``specs``, job folders
+    (submitit, scheduler scripts and logs, the workers' queue) under ``jobs``."""
+
+    specs: Path
+    jobs: Path
+
+    @classmethod
+    def for_site(cls, site: SiteSettings) -> JobFiles:
+        """The site's ``ingest.specs`` and ``ingest.jobs_dir``."""
+        return cls(specs=site.path(site.ingest.specs), jobs=site.path(site.ingest.jobs_dir))
+
+    @staticmethod
+    def spec_name(part: str, attempt: int, first_ccd: int) -> str:
+        """``<part>.a<attempt>.c<first CCD:02d>.json``."""
+        return f"{part}.a{attempt}.c{first_ccd:02d}.json"
+
+    def spec(self, part: str, attempt: int, first_ccd: int) -> Path:
+        """The spec of one chunk of a part's attempt: ``<specs>/<part>.a<attempt>.c<first CCD:02d>.json``."""
+        return Path(self.specs) / self.spec_name(part, attempt, first_ccd)
+
+    @staticmethod
+    def result(spec_path: str | os.PathLike[str], index: int) -> Path:
+        """``<spec dir>/<spec stem>.result-<index>.json``: where task ``index`` of a spec leaves its result."""
+        p = Path(spec_path)
+        return p.with_name(f"{p.stem}.result-{index}.json")
+
+    @property
+    def worker_queue(self) -> Path:
+        """The warm workers' queue root, ``<jobs>/workers``."""
+        return Path(self.jobs) / "workers"
+
+    @property
+    def worker_files(self) -> WorkerQueueFiles:
+        return WorkerQueueFiles(self.worker_queue)
+
+    @property
+    def fullred(self) -> Path:
+        """``<jobs>/fullred``: full-reduction scripts and their logs."""
+        return Path(self.jobs) / "fullred"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..config import SiteSettings
 from ..errors import DwfError
-from ..node import TaskSpec, result_path
+from ..layout import JobFiles
+from ..node import TaskSpec
 from ..parts import read_manifest
 from ..scheduler import job_name
 from ..state import NodeExclusion, PartRow, StateDB, TaskRow
@@ -36,7 +37,8 @@ def part_job_name(part: PartRow) -> str:
 
 
 def spec_path(specs: Path, part: str, attempt: int, first_ccd: int) -> Path:
-    return Path(specs) / f"{part}.a{attempt}.c{first_ccd:02d}.json"
+    """The spec of a part's attempt under ``specs`` (:meth:`dwfhpc.layout.JobFiles.spec`)."""
+    return Path(specs) / JobFiles.spec_name(part, attempt, first_ccd)
 
 
 def chunks(ccds: list[int], size: int | None) -> list[list[int]]:
@@ -48,7 +50,8 @@ def chunks(ccds: list[int], size: int | None) -> list[list[int]]:
 class Submitter:
     def __init__(self, site: SiteSettings, db: StateDB, executor: ArrayExecutor, throttle: Throttle):
         self.site, self.db, self.executor, self.throttle = site, db, executor, throttle
-        self.specs = site.path(site.ingest.specs)
+        self.files = JobFiles.for_site(site)
+        self.specs = self.files.specs
         self.max_array = executor.max_array_size()
         self._manifests: dict[str, object] = {}
         self._early_nights: set[str] = set()  # nights whose science was sent before their masters (said once)
@@ -85,9 +88,9 @@ class Submitter:
         spec = TaskSpec.from_site(self.site, part.manifest, part.tar, manifest=manifest, ccds=ccds,
                                   attempt=tasks[0].attempt, prior_shifts=shifts,
                                   require_masters=self.site.node.require_masters and part.kind == "science")
-        path = spec_path(self.specs, part.stem, tasks[0].attempt, ccds[0])
+        path = self.files.spec(part.stem, tasks[0].attempt, ccds[0])
         for i in range(len(ccds)):  # results of an earlier run of the same spec name are not this run's
-            result_path(path, i).unlink(missing_ok=True)
+            self.files.result(path, i).unlink(missing_ok=True)
         return spec.write(path)
 
     def submit_ready(self, blocked_nights: set[str] = frozenset(), now: float | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any, get_args
 from ..atomic import atomic_write_text
 from ..config import Backend, CalibrationSettings, NodeSettings
 from ..errors import DwfError
+from ..layout import JobFiles
 from ..parts import Manifest, read_manifest
 from ..parts.schema import check_spec_identity, read_json_text
 
@@ -205,9 +206,9 @@ class TaskSpec:
 
 
 def result_path(spec_path: str | os.PathLike[str], index: int) -> Path:
-    """``<spec dir>/<spec stem>.result-<index>.json``: where the CLI path leaves a task's result."""
-    p = Path(spec_path)
-    return p.with_name(f"{p.stem}.result-{index}.json")
+    """``<spec dir>/<spec stem>.result-<index>.json``: where the CLI path leaves a task's result
+    (:meth:`dwfhpc.layout.JobFiles.result`)."""
+    return JobFiles.result(spec_path, index)
 
 
 def task_index(cli_index: int | None = None, env: dict[str, str] | None = None) -> int:

@@ -31,6 +31,7 @@ from ..backends.hscpipe import default_config
 from ..config import SchedulerSettings, SiteSettings
 from ..errors import DwfError
 from ..instruments import instrument_for
+from ..layout import JobFiles, under
 from ..node.stage import stage_ccd
 from ..parts import read_manifest
 from ..scheduler import SCHEDULERS, CommandNotFound, Scheduler, job_name, scheduler_for
@@ -186,13 +187,14 @@ def plan(site: SiteSettings, db: StateDB, visit: str, *, scheduler: str | None =
         return shell_words(argv)
 
     products = site.path(site.calibration.products)
-    log_dir = site.path(site.ingest.jobs_dir) / "fullred"
+    out_dir = under(products, ("night", first.night), ("expid", expid), ("rerun", f"hscpipe-{rerun}"))
+    log_dir = JobFiles.for_site(site).fullred
     red = FullReduction(
         visit=number, expid=expid, night=first.night, filter=first.filter or "", ccds=[t.ccd for t in tasks],
         tars=[str(Path(parts[t.part].tar)) for t in tasks],
         manifests=[str(Path(parts[t.part].manifest)) for t in tasks],
         scheduler=kind, rerun=rerun, image=sif, shared_repo=str(shared), processccd_config=str(config),
-        out_dir=str(products / first.night / expid / f"hscpipe-{rerun}"), log_dir=str(log_dir),
+        out_dir=str(out_dir), log_dir=str(log_dir),
         job_name=job_name("fullred", number), settings=site.scheduler)
     sched = red.scheduler_of_site()
     res = sched.resources(mem_gb=mem_gb, time_minutes=time_minutes)
@@ -218,7 +220,7 @@ def write_script(red: FullReduction, path: str | os.PathLike[str]) -> Path:
 
 def default_script_path(site: SiteSettings, red: FullReduction) -> Path:
     suffix = red.scheduler_of_site().script_suffix
-    return site.path(site.ingest.jobs_dir) / "fullred" / f"{red.expid}.{red.rerun}{suffix}"
+    return JobFiles.for_site(site).fullred / f"{red.expid}.{red.rerun}{suffix}"
 
 
 def submit(red: FullReduction, script: Path, scheduler: Scheduler | None = None) -> str:

@@ -8,6 +8,9 @@ Layout under the queue root (one per ingest state DB)::
     workers/<worker>.json                        each worker's heartbeat: job id, host, state, ticket
     stop/<worker> | stop/ALL                     drain requests: finish the current task, then exit
     masters.generation                           bumped by ingest each time new masters are built
+    pool.json                                    the ingest's worker pool (:mod:`dwfhpc.ingest.executors.workers`)
+
+The names come from :class:`dwfhpc.layout.WorkerQueueFiles`.
 
 A ticket names a task spec and an index: the worker runs exactly what an array task with that
 spec and index would run, and leaves its result file in the same place. Claiming is one
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import DwfError
+from ..layout import WorkerQueueFiles
 
 ALL = "ALL"
 
@@ -79,7 +83,8 @@ class WorkQueue:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
-        for sub in ("tickets", "claimed", "finished", "workers", "stop"):
+        self.files = WorkerQueueFiles(self.root)
+        for sub in WorkerQueueFiles.SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ ingest side
@@ -87,7 +92,7 @@ class WorkQueue:
         """Hand out one task (written under a temporary name, then renamed: never seen half-written)."""
         ticket = Ticket(part=part, ccd=int(ccd), spec=str(spec), index=int(index), attempt=int(attempt),
                         t_put=time.time())
-        atomic_write_text(self.root / "tickets" / ticket.name, ticket.to_json())
+        atomic_write_text(self.files.ticket(ticket.name), ticket.to_json())
         return ticket
 
     def waiting(self) -> list[Ticket]:
@@ -97,7 +102,7 @@ class WorkQueue:
     def claims(self) -> dict[str, list[Ticket]]:
         """worker -> the tickets it has claimed and not finished."""
         out: dict[str, list[Ticket]] = {}
-        for wdir in sorted((self.root / "claimed").iterdir()):
+        for wdir in sorted(self.files.claimed.iterdir()):
             if wdir.is_dir():
                 tickets = [t for t in (self._read(p) for p in sorted(wdir.glob("*.json"))) if t is not None]
                 if tickets:
@@ -106,7 +111,7 @@ class WorkQueue:
 
     def withdraw(self, ticket: Ticket, worker: str | None = None) -> bool:
         """Remove a ticket (unclaimed, or claimed by ``worker`` that died): True if it was there."""
-        path = (self.root / "claimed" / worker / ticket.name) if worker else (self.root / "tickets" / ticket.name)
+        path = self.files.claim(worker, ticket.name) if worker else self.files.ticket(ticket.name)
         try:
             path.unlink()
             return True
@@ -114,11 +119,11 @@ class WorkQueue:
             return False
 
     def clear_finished(self, ticket: Ticket) -> None:
-        (self.root / "finished" / ticket.name).unlink(missing_ok=True)
+        self.files.finished_ticket(ticket.name).unlink(missing_ok=True)
 
     def beats(self) -> list[WorkerBeat]:
         out = []
-        for path in sorted((self.root / "workers").glob("*.json")):
+        for path in sorted(self.files.heartbeats.glob("*.json")):
             try:
                 out.append(WorkerBeat(**json.loads(path.read_text())))
             except (OSError, ValueError, TypeError):
@@ -127,27 +132,27 @@ class WorkQueue:
 
     def request_drain(self, worker: str = ALL) -> None:
         """Ask one worker (or all) to finish its current task and exit."""
-        atomic_write_text(self.root / "stop" / worker, f"{time.time()}\n")
+        atomic_write_text(self.files.stop_request(worker), f"{time.time()}\n")
 
     def cancel_drain(self, worker: str = ALL) -> None:
-        (self.root / "stop" / worker).unlink(missing_ok=True)
+        self.files.stop_request(worker).unlink(missing_ok=True)
 
     def masters_generation(self) -> int:
         try:
-            return int((self.root / "masters.generation").read_text().strip() or 0)
+            return int(self.files.masters_generation.read_text().strip() or 0)
         except (OSError, ValueError):
             return 0
 
     def bump_masters(self) -> int:
         """New masters were built: workers copy them again before their next task."""
         gen = self.masters_generation() + 1
-        atomic_write_text(self.root / "masters.generation", f"{gen}\n")
+        atomic_write_text(self.files.masters_generation, f"{gen}\n")
         return gen
 
     # ------------------------------------------------------------------ worker side
     def claim(self, worker: str) -> Ticket | None:
         """Take the oldest waiting ticket for ``worker`` (atomic rename), or None when there is none."""
-        mine = self.root / "claimed" / worker
+        mine = self.files.claimed_by(worker)
         mine.mkdir(parents=True, exist_ok=True)
         for path in self._ticket_files():
             target = mine / path.name
@@ -163,19 +168,19 @@ class WorkQueue:
     def finish(self, worker: str, ticket: Ticket) -> None:
         """The result file is written: move the claim to ``finished/``."""
         try:
-            os.replace(self.root / "claimed" / worker / ticket.name, self.root / "finished" / ticket.name)
+            os.replace(self.files.claim(worker, ticket.name), self.files.finished_ticket(ticket.name))
         except FileNotFoundError:
             pass  # withdrawn by ingest (it declared this worker dead): the result still counts once
 
     def drain_requested(self, worker: str) -> bool:
-        return (self.root / "stop" / ALL).exists() or (self.root / "stop" / worker).exists()
+        return self.files.stop_request(ALL).exists() or self.files.stop_request(worker).exists()
 
     def beat(self, beat: WorkerBeat) -> None:
-        atomic_write_text(self.root / "workers" / f"{beat.worker}.json", json.dumps(asdict(beat)))
+        atomic_write_text(self.files.heartbeat(beat.worker), json.dumps(asdict(beat)))
 
     # ------------------------------------------------------------------ helpers
     def _ticket_files(self) -> Iterator[Path]:
-        return iter(sorted(p for p in (self.root / "tickets").glob("*.json")))
+        return iter(sorted(p for p in self.files.tickets.glob("*.json")))
 
     @staticmethod
     def _read(path: Path) -> Ticket | None:

@@ -4,8 +4,11 @@ any of them. :func:`make_executor` builds the site's; ``Ingest(site, executor=..
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...config import SiteSettings
 from ...errors import DwfError
+from ...layout import JobFiles
 from .base import ArrayExecutor, ArrayRequest, Outcome, Submitted, read_result_file, reason_from_text
 
 EXECUTORS = ("local", "slurm", "pbs")
@@ -26,13 +29,13 @@ def make_executor(site: SiteSettings, kind: str | None = None) -> ArrayExecutor:
                               scratch_vars=site.node.scratch_vars, scratch_fallback=site.node.scratch_fallback)
 
 
-def worker_queue_root(site: SiteSettings):
+def worker_queue_root(site: SiteSettings) -> Path:
     """The shared-FS work queue of worker mode (``<jobs_dir>/workers``)."""
-    return site.path(site.ingest.jobs_dir) / "workers"
+    return JobFiles.for_site(site).worker_queue
 
 
 def _scheduler_executor(site: SiteSettings, kind: str) -> ArrayExecutor:
-    jobs_dir = site.path(site.ingest.jobs_dir)
+    jobs_dir = JobFiles.for_site(site).jobs
     if kind == "local":
         from .local import LocalArrayExecutor
 

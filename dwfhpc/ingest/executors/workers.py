@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ...atomic import atomic_write_text
 from ...errors import DwfError
+from ...layout import WorkerQueueFiles
 from ...node.result import node_name
 from ...node.spec import TaskSpec
 from ...scheduler import job_name
@@ -78,7 +79,7 @@ class WorkerPoolExecutor(ArrayExecutor):
 
     # ------------------------------------------------------------------ pool file
     def _pool_file(self) -> Path:
-        return self.queue_root / "pool.json"
+        return WorkerQueueFiles(self.queue_root).pool
 
     def _load(self) -> list[PoolMember]:
         try:
@@ -240,7 +241,7 @@ class WorkerPoolExecutor(ArrayExecutor):
 def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
     """Workers alive / busy / idle from their heartbeats (what ``dwfhpc status`` and the report show)."""
     root = Path(queue_root)
-    if not (root / "workers").is_dir():
+    if not WorkerQueueFiles(root).heartbeats.is_dir():
         return {"alive": 0, "busy": 0, "idle": 0, "workers": []}
     now = now or time.time()
     beats = WorkQueue(root).beats()
