@@ -224,7 +224,8 @@ def run_demo(workdir: Path, *, instrument: str = "decam", exposures: int | None 
         t.start()
     telescope.start()
     try:
-        _follow(ingest.db, plan.ids, len(ccds), [telescope, *threads], say, timeout)
+        _follow(ingest.db, plan.ids, len(ccds), [telescope, *threads], say, timeout,
+                "CCDs queued for the warm workers" if site.ingest.workers else "arrays queued")
     finally:
         telescope.stop.set()
         push.request_stop()
@@ -240,7 +241,8 @@ def run_demo(workdir: Path, *, instrument: str = "decam", exposures: int | None 
     return {**summary, "seconds": elapsed}
 
 
-def _follow(db: StateDB, expids: list[str], n_ccds: int, workers: list[Worker], say, timeout: float) -> None:
+def _follow(db: StateDB, expids: list[str], n_ccds: int, workers: list[Worker], say, timeout: float,
+            queued_as: str = "arrays queued") -> None:
     """Say what happens as it happens; return once every exposure's CCDs are final."""
     deadline = time.monotonic() + timeout
     announced: set[str] = set()
@@ -255,7 +257,7 @@ def _follow(db: StateDB, expids: list[str], n_ccds: int, workers: list[Worker], 
         for expid in expids:
             if expid not in announced and any(p.expid == expid for p in db.parts()):
                 announced.add(expid)
-                say(f"  {expid}: delivered, verified, arrays queued")
+                say(f"  {expid}: delivered, verified, {queued_as}")
             if expid not in finished and expid in announced and _finished(db, expid, n_ccds):
                 finished.add(expid)
                 tasks = db.tasks(expid=expid)

@@ -382,6 +382,36 @@ def test_slurm_arrays_and_workers_are_submitted_with_the_exclusion(tmp_path, ref
     assert calls[0]["exclude"] == "dwfn2,dwfn3" and calls[0]["array_parallelism"] == 2
 
 
+def test_excluding_every_node_of_the_partition_is_not_applied(tmp_path, caplog):
+    """The fault campaign's one-node Slurm: excluding its only node would leave nothing to run on, so the set is
+    taken as refused up front (sinfo), with one warning, and submissions go on without it. A double for
+    ``sinfo`` only (the scheduler's ``call``): the real one-node case runs in benchmarks/night.py --faults."""
+    from dwfhpc.config import SchedulerSettings
+    from dwfhpc.ingest.executors import ArrayRequest
+    from dwfhpc.ingest.executors.slurm import SlurmArrayExecutor
+    from dwfhpc.scheduler import Slurm
+
+    asked: list = []
+
+    def sinfo(argv, timeout):
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout="vm\n", stderr="")
+
+    calls: list = []
+    ex = object.__new__(SlurmArrayExecutor)
+    ex.jobs_dir, ex.slurm, ex._refused_exclusion = tmp_path, Slurm(SchedulerSettings(), call=sinfo), None
+    ex._executor = lambda: _StubSubmitit(calls, False)
+    with caplog.at_level(logging.WARNING, logger="dwfhpc.ingest.executors.slurm"):
+        ex.exclude_nodes({"vm": "4 resource failures"})
+    assert asked and asked[0][:2] == ["sinfo", "-h"]
+    assert not ex.can_exclude_nodes
+    assert any("every node of the partition" in r.message for r in caplog.records)
+    ex.submit(ArrayRequest(part=PART, name="dwf-x", spec=tmp_path / "s.json", ntasks=1, mem_gb=1.0, time_minutes=5))
+    assert calls[0].get("exclude") is None
+    ex.exclude_nodes({"dwfn2": "3 resource failures"})  # a node among others: applied
+    assert ex.can_exclude_nodes
+
+
 # --------------------------------------------------------------------------- warm workers
 def test_a_warm_worker_on_an_excluded_node_drains_and_its_successor_is_submitted_excluding_it(tmp_path):
     from dwfhpc.ingest.executors.workers import WorkerPoolExecutor
@@ -410,6 +440,36 @@ def test_a_warm_worker_on_an_excluded_node_drains_and_its_successor_is_submitted
     del inner.in_queue[on_bad[1:]]
     pool.queue([])
     assert len(pool.pool) == 2 and len(inner.submitted) == 2
+
+
+def test_a_refused_exclusion_drains_no_worker_and_never_empties_the_pool(tmp_path):
+    """The successor is submitted before anyone is asked to drain: when the scheduler refuses the exclusion
+    (every node excluded) the workers stay. The first worker fault campaign drained both workers of its one
+    node here and had none live for 3 s."""
+    from dwfhpc.ingest.executors.workers import WorkerPoolExecutor
+    from dwfhpc.workers import WorkQueue
+    from dwfhpc.workers.queue import WorkerBeat
+
+    class Refusing(FakeExecutor):
+        def submit_workers(self, request):  # submitted without the exclusion, as SlurmArrayExecutor falls back
+            if self.excluded_nodes:
+                self.can_exclude_nodes = False
+            return super().submit_workers(request)
+
+    inner = Refusing()
+    pool = WorkerPoolExecutor(inner, tmp_path / "q", n=2, mem_gb=1.0, time_minutes=60, replace_minutes=10,
+                              stop_minutes=3, scratch_vars=[], scratch_fallback="/tmp")
+    pool._start(2)
+    work = WorkQueue(tmp_path / "q")
+    now = time.time()
+    for member in pool.pool:
+        work.beat(WorkerBeat(worker=f"w{member.task_id}", job_id=member.task_id, host="vm", pid=1,
+                             state=WorkerState.BUSY, ticket=None, started=now, beat=now))
+    pool.exclude_nodes({"vm": "4 resource failures"})
+    assert not any(work.drain_requested(f"w{m.task_id}") for m in pool.pool)
+    assert all(not m.replaced for m in pool.pool[:2])  # still counted: they roll at their walltime as before
+    pool.queue([])
+    assert not any(work.drain_requested(f"w{m.task_id}") for m in pool.pool)
 
 
 def test_without_a_scheduler_that_can_exclude_no_worker_is_drained(tmp_path):

@@ -160,6 +160,10 @@ class Submitter:
         self.db.add_submission(part.stem, self.executor.name, sub.job_id, request.name, str(path), sub.folder,
                                [t.ccd for t in tasks], sub.task_ids, now=time.time())
         attempt = f" (attempt {tasks[0].attempt})" if tasks[0].attempt > 1 else ""
-        log.info("%s: array of %d submitted%s%s", part.stem, len(tasks), attempt,
-                 f" as job {sub.job_id}" if sub.job_id else "", extra={"part": part.stem})
+        if self.executor.submits_as == "tickets":
+            log.info("%s: %d CCD(s) queued for the warm workers%s", part.stem, len(tasks), attempt,
+                     extra={"part": part.stem})
+        else:
+            log.info("%s: array of %d submitted%s%s", part.stem, len(tasks), attempt,
+                     f" as job {sub.job_id}" if sub.job_id else "", extra={"part": part.stem})
         return len(tasks)

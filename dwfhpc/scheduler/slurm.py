@@ -167,6 +167,15 @@ class Slurm(Scheduler):
             raise DwfError("no Slurm controller answers `scontrol ping`" + (f": {text[-1]}" if text else "")
                            + " (start one, or set SLURM_CONF)")
 
+    def query_nodes(self) -> set[str] | None:
+        """The nodes of the site's partition (all partitions when none is set), from ``sinfo``; None if it fails."""
+        argv = ["sinfo", "-h", "-N", "-o", "%N"]
+        if self.settings.partition:
+            argv += ["-p", self.settings.partition]
+        proc = self._call(argv, check=False)
+        names = {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+        return names if proc.returncode == 0 and names else None
+
     def query_max_array_size(self) -> int | None:
         """MaxArraySize from ``scontrol show config`` (arrays may have at most this many tasks)."""
         proc = self._call(["scontrol", "show", "config"], check=False)

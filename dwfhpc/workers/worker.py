@@ -115,8 +115,8 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def _why_stop(self, idle_since: float) -> str | None:
-        if self._stop_signal:
-            return f"signal {self._stop_signal}"
+        if self._stop_signal:  # Slurm's USR2 comes ahead of the time limit (submitit's --signal): the walltime
+            return (f"signal {self._stop_signal}" + (" (walltime near)" if self._stop_signal == "SIGUSR2" else ""))
         if self.queue.drain_requested(self.name):
             return "drain requested"
         if self.walltime_end is not None and time.time() > self.walltime_end - self.stop_margin:

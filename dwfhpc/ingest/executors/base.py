@@ -136,6 +136,8 @@ class ArrayExecutor(ABC):
     """A scheduler behind one interface (submitit local / Slurm, PBS via templates)."""
 
     name: str = "?"
+    #: what one :meth:`submit` makes, for the logs: a job array, or tickets for warm workers
+    submits_as: str = "array"
     #: whether :meth:`exclude_nodes` steers new submissions away from nodes (Slurm's ``--exclude``)
     can_exclude_nodes: bool = False
     #: node -> why, left out of new submissions (set by :meth:`exclude_nodes`)

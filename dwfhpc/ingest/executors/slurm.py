@@ -19,7 +19,7 @@ from __future__ import annotations
 import getpass
 import logging
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import submitit
@@ -84,6 +84,19 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
 
     def max_array_size(self) -> int | None:
         return self._max_array
+
+    def exclude_nodes(self, nodes: Mapping[str, str]) -> None:
+        """Leave ``nodes`` out of new submissions, unless they are every node of the partition (``sinfo``): then
+        the set is not applied (as if sbatch had refused it), so nothing waits for a node that cannot come and no
+        worker is drained only for its successor to land on the same node."""
+        super().exclude_nodes(nodes)
+        if not nodes or frozenset(nodes) == self._refused_exclusion:
+            return
+        known = self.slurm.query_nodes()
+        if known and known <= set(nodes):
+            self._refused_exclusion = frozenset(nodes)
+            log.warning("node(s) %s not excluded: they are every node of the partition; submissions go on to them",
+                        ",".join(sorted(nodes)))
 
     def _executor(self) -> submitit.SlurmExecutor:
         return submitit.SlurmExecutor(folder=self.jobs_dir / "%j")

@@ -62,6 +62,7 @@ class WorkerPoolExecutor(ArrayExecutor):
             raise DwfError("worker mode needs at least one worker")
         self.inner, self.n = inner, n
         self.name = f"{inner.name}+workers"
+        self.submits_as = "tickets"
         self.queue_root = Path(queue_root)
         self.work = WorkQueue(self.queue_root)
         self.mem_gb, self.time_minutes = mem_gb, time_minutes
@@ -204,7 +205,7 @@ class WorkerPoolExecutor(ArrayExecutor):
                 member.replaced = True
                 changed = True
                 log.info("worker %s: walltime ends in %.0f s, starting its successor", member.task_id, end - now)
-        if self.excluded_nodes and self.can_exclude_nodes and self._drain_excluded(top_up=False):
+        if self.excluded_nodes and self.can_exclude_nodes and self._drain_excluded():
             changed = True
         current = sum(1 for m in self.pool if not m.replaced)
         if changed:
@@ -212,11 +213,13 @@ class WorkerPoolExecutor(ArrayExecutor):
         if current < self.n:
             self._start(self.n - current)
 
-    def _drain_excluded(self, top_up: bool = True) -> bool:
-        """Ask each live worker on an excluded node (its heartbeat's host) to drain, and count it replaced so its
-        successor is submitted now (excluding the node). True if one was asked."""
+    def _drain_excluded(self) -> bool:
+        """Ask each live worker on an excluded node (its heartbeat's host) to drain, its successor submitted first
+        (excluding the node). A worker is asked only once the scheduler has taken the exclusion: should it refuse
+        it (every node excluded) the workers stay, and the pool is not left empty for a moment. True if one was
+        asked."""
         beats = self._beats()
-        asked = False
+        doomed: list[tuple[PoolMember, str, str]] = []
         for member in self.pool:
             name = f"w{member.task_id}"
             beat = beats.get(name)
@@ -224,18 +227,26 @@ class WorkerPoolExecutor(ArrayExecutor):
                 continue
             node = node_name(beat.host)
             if node in self.excluded_nodes:
-                self.work.request_drain(name)
-                self._drained.add(name)
-                member.replaced = True
-                asked = True
-                log.warning("worker %s runs on excluded node %s (%s): asked to drain; its successor is submitted "
-                            "elsewhere", member.task_id, node, self.excluded_nodes[node])
-        if asked and top_up:
-            self._save()
-            current = sum(1 for m in self.pool if not m.replaced)
-            if current < self.n:
-                self._start(self.n - current)
-        return asked
+                doomed.append((member, name, node))
+        if not doomed:
+            return False
+        for member, _, _ in doomed:
+            member.replaced = True
+        current, size = sum(1 for m in self.pool if not m.replaced), len(self.pool)
+        if current < self.n:
+            self._start(self.n - current)  # the successors, submitted with the exclusion
+        # no successor (the submission failed), or the scheduler would not take the exclusion: the workers stay
+        if (current < self.n and len(self.pool) == size) or not self.can_exclude_nodes:
+            for member, _, _ in doomed:
+                member.replaced = False
+            return False
+        for member, name, node in doomed:
+            self.work.request_drain(name)
+            self._drained.add(name)
+            log.warning("worker %s runs on excluded node %s (%s): asked to drain; its successor is submitted "
+                        "elsewhere", member.task_id, node, self.excluded_nodes[node])
+        self._save()
+        return True
 
 
 def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
