@@ -151,6 +151,16 @@ def main() -> int:
     f.add_argument("--worker-replace-minutes", type=float, default=2.0, help="--workers: ingest.worker_replace_minutes")
     f.add_argument("--worker-stop-minutes", type=float, default=1.0,
                    help="--workers: ingest.worker_stop_minutes (less than --worker-replace-minutes)")
+    f.add_argument("--nodes", type=int, default=0, choices=(0, 3),
+                   help="3: the campaign on the three-node cluster (SLURM_NODES=3 tests/infra/start-slurm.sh; needs "
+                        "--workers N) with the node faults (issue 28): a node lost with a busy worker, a node's "
+                        "scratch failing until it is excluded; writes results/night_faults_nodes.md")
+    f.add_argument("--node-down-seconds", type=float, default=60.0, help="--nodes: how long the lost node stays away")
+    f.add_argument("--node-scratch-seconds", type=float, default=240.0,
+                   help="--nodes: the node's scratch stays full until it is excluded, at most this long")
+    f.add_argument("--node-failures-exclude", type=int, default=3, help="--nodes: ingest.node_failures_exclude")
+    f.add_argument("--node-failure-window", type=float, default=4.0,
+                   help="--nodes: ingest.node_failure_window_minutes (short: the node comes back in use in the night)")
     f.add_argument("--wan-wait", type=float, default=3600.0,
                    help="wait this long for another run's emulated WAN to go away before giving up")
     args = ap.parse_args()
@@ -159,7 +169,9 @@ def main() -> int:
                 {"ccds": "1-62", "exposures": 6, "cadence": 160.0, "biases": 2, "flats": 2, "cal_cadence": 30.0,
                  "work": Path("/tmp/dwfnight"), "out": HERE / "results" / "night.md"})
     if args.faults:
-        defaults["scratch_mb"] = 3000 if args.workers else 400
+        defaults["scratch_mb"] = 1000 if args.nodes else 3000 if args.workers else 400  # --nodes: each node's
+        if args.nodes:
+            defaults.update(work=Path("/var/tmp/dwfnight-faults-nodes"), out=HERE / "results" / "night_faults_nodes.md")
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -175,14 +187,16 @@ def main() -> int:
 
         if args.reanalyse:
             camp, meta = load_campaign(args)  # the mode (workers N or arrays) is the campaign's
-            args.fault_list = fault_list(args.only, args.workers)
+            args.fault_list = fault_list(args.only, args.workers, args.nodes)
             return analyse_campaign(args, camp, meta)
         if args.workers and not (args.worker_minutes >= 5 and args.worker_stop_minutes < args.worker_replace_minutes):
             ap.error("--worker-minutes: at least 5; --worker-stop-minutes less than --worker-replace-minutes")
-        args.fault_list = fault_list(args.only, args.workers)
+        if args.nodes and not args.workers:
+            ap.error("--nodes 3: needs --workers N (the node faults hit a busy warm worker)")
+        args.fault_list = fault_list(args.only, args.workers, args.nodes)
         workers_only = sorted(set(args.only.split(",")) - set(args.fault_list)) if args.only else []
         if workers_only:
-            ap.error(f"--only: {', '.join(workers_only)} only with --workers N")
+            ap.error(f"--only: {', '.join(workers_only)} only with --workers N (node faults: with --nodes 3)")
         return run_fault_campaign(args)
     if args.reanalyse:
         return reanalyse(args)

@@ -16,14 +16,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from conftest import INFRA, missing
+
+sys.path.insert(0, str(INFRA / "nodes"))
+from nodeslock import NodesBusy, nodes_lock  # noqa: E402
 
 PREFIX = Path("/var/tmp/dwf-slurm-nodes")  # not under /tmp: the nodes' /tmp is private
 SHARED = Path("/var/tmp/dwf-nodes-shared")
@@ -101,9 +106,15 @@ def stop_nodes_cluster() -> None:
 
 @pytest.fixture(scope="session")
 def nodes_cluster():
-    """slurmctld + three slurmd in their own namespaces; stopped (namespaces, mounts, bridge) at the end."""
-    cluster = start_nodes_cluster()
-    try:
-        yield cluster
-    finally:
-        stop_nodes_cluster()
+    """slurmctld + three slurmd in their own namespaces; stopped (namespaces, mounts, bridge) at the end.
+    Held under :func:`nodeslock.nodes_lock` for the session: a concurrent session or fault campaign waits."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(nodes_lock(f"pytest session in {Path.cwd()}"))
+        except NodesBusy as exc:
+            missing(str(exc))
+        cluster = start_nodes_cluster()
+        try:
+            yield cluster
+        finally:
+            stop_nodes_cluster()

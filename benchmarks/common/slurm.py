@@ -2,7 +2,8 @@
 
 * :func:`slurm_env`: ``SLURM_CONF`` of the running cluster, or the shared ``/tmp/dwf-slurm`` started if needed;
 * :class:`PrivateSlurm`: a cluster of one's own (own prefix and ports), started/stopped by pid file, whose
-  slurmd can be stopped without disturbing anybody;
+  slurmd can be stopped without disturbing anybody; :class:`NodesSlurm`: the three-node cluster
+  (``SLURM_NODES=3``, each slurmd in its own namespaces with a private scratch);
 * :func:`jobcomp_starts`: each job's / array task's StartTime from ``JobCompLoc``;
 * :func:`squeue`: the queue as dicts; :func:`slurmctld_lines`: lines of a prefix's ``slurmctld.log``.
 """
@@ -12,10 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from .procs import REPO
+
+_NODES = str(REPO / "tests" / "infra" / "nodes")
+if _NODES not in sys.path:
+    sys.path.insert(0, _NODES)
+from nodeslock import nodes_lock  # noqa: E402
 
 START = REPO / "tests" / "infra" / "start-slurm.sh"
 STOP = REPO / "tests" / "infra" / "stop-slurm.sh"
@@ -91,11 +99,11 @@ class PrivateSlurm:
     def __init__(self, prefix: Path, ports: dict[str, str] | None = None):
         self.prefix = Path(prefix)
         self.env = {"SLURM_CONF": str(self.prefix / "slurm.conf")}
-        self._script_env = {**os.environ, "SLURM_PREFIX": str(self.prefix), "WITH_DBD": "0", **(ports or {})}
+        self.script_env = {**os.environ, "SLURM_PREFIX": str(self.prefix), "WITH_DBD": "0", **(ports or {})}
 
     def start(self) -> None:
         """start-slurm.sh: starts only what is not running (so also: slurmd again after a stop)."""
-        proc = _start(self._script_env)
+        proc = _start(self.script_env)
         if proc.returncode != 0:
             raise RuntimeError(f"start-slurm.sh failed: {proc.stderr.strip()[-400:]}")
 
@@ -135,10 +143,49 @@ class PrivateSlurm:
         """Cancel whatever is left in this private cluster, then stop its daemons (stop-slurm.sh)."""
         self.scancel("--user", "root")
         time.sleep(1)
-        subprocess.run(["bash", str(STOP)], env=self._script_env, capture_output=True, timeout=120)
+        subprocess.run(["bash", str(STOP)], env=self.script_env, capture_output=True, timeout=120)
 
     def ctld_lines(self, t0: float, t1: float, word: str) -> list[str]:
         return slurmctld_lines(self.prefix, t0, t1, word)
+
+
+class NodesSlurm(PrivateSlurm):
+    """The three-node cluster of ``tests/infra/start-slurm.sh`` with ``SLURM_NODES=3`` (the prefix, ports and
+    shared folder of ``tests/nodes_cluster.py``): one slurmctld, slurmd ``dwfn1``..``dwfn3`` each in its own
+    network, UTS and mount namespaces with a private tmpfs scratch of ``scratch_size`` at :attr:`scratch_dir`
+    (exported to tasks as ``SLURM_TMPDIR``). Every node sees the host's folders except ``/tmp``: a campaign's
+    work folder must not be under ``/tmp``."""
+
+    NODES = ("dwfn1", "dwfn2", "dwfn3")
+    scratch_dir = "/scratch/local"
+
+    def __init__(self, prefix: Path = Path("/var/tmp/dwf-slurm-nodes"), scratch_size: str = "200m",
+                 shared: Path = Path("/var/tmp/dwf-nodes-shared")):
+        super().__init__(prefix, {"CTLD_PORT": "7847", "SLURMD_PORT": "7848"})
+        self.script_env.update(SLURM_NODES=str(len(self.NODES)), SCRATCH_SIZE=scratch_size, NODES_SHARED=str(shared))
+        self._held: ExitStack | None = None
+
+    def start(self) -> None:
+        """Take the cluster (``tests/infra/nodes/nodeslock.py``: a test session using it is waited for), then start
+        it; :meth:`stop` gives it back."""
+        if self._held is None:
+            held = ExitStack()
+            held.enter_context(nodes_lock("night.py --faults --nodes 3", timeout=3600))
+            self._held = held
+        super().start()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
+
+    def slurmd_pid(self) -> int | None:
+        raise NotImplementedError("three slurmd: use tests/infra/node-ctl.sh (lose, return, status)")
+
+    stop_slurmd = slurmd_pid
 
 
 def slurmctld_lines(prefix: Path, t0: float, t1: float, word: str) -> list[str]:

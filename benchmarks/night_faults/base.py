@@ -17,7 +17,8 @@ class Fault:
     """
 
     name: str = ""
-    #: the table's first column, formatted with ``cut``, ``slurmd``, ``scratch`` (the durations' options)
+    #: the table's first column, formatted with ``cut``, ``slurmd``, ``scratch``, ``node_down``, ``node_scratch``
+    #: (the durations' options)
     title: str = ""
     #: seconds after the first science exposure is written (before ``--fault-scale``)
     at: float = 0
@@ -26,6 +27,8 @@ class Fault:
     passive: bool = False
     #: True: only with ``--workers N`` (the campaign's ingest runs warm workers)
     workers_only: bool = False
+    #: True: only with ``--nodes 3`` (the campaign runs on the three-node cluster, :mod:`.nodes`)
+    nodes_only: bool = False
 
     def prepare(self, args, work, files: list) -> list:
         """Before the night (after the stash is made): the night's files, in the order the telescope writes them
@@ -43,7 +46,9 @@ class Fault:
     def analyse(self, rec: dict, ev, camp, t_next: float = float("inf")) -> dict:
         """One row of the table."""
         a = camp.args
-        row = {"fault": self.title.format(cut=a.cut_seconds, slurmd=a.slurmd_seconds, scratch=a.scratch_seconds),
+        row = {"fault": self.title.format(cut=a.cut_seconds, slurmd=a.slurmd_seconds, scratch=a.scratch_seconds,
+                                          node_down=getattr(a, "node_down_seconds", 0),
+                                          node_scratch=getattr(a, "node_scratch_seconds", 0)),
                "name": self.name, "when": rel(rec.get("t0"), camp.t_ref), "detected": "", "recovered": "", "lost": [],
                "twice": [], "ttr": "", "ok": False, "notes": []}
         if rec.get("error"):

@@ -18,6 +18,7 @@ from pathlib import Path
 from common.procs import dwfhpc, env, say
 from common.slurm import PrivateSlurm
 from common.wan import wanlink
+from dwfhpc.node.result import node_name
 from dwfhpc.states import FILE_FINAL, PUSH_EXPOSURE_FINAL, TaskState
 from night_telescope import Telescope
 
@@ -123,7 +124,7 @@ class Campaign:
                                  "attempt": r.get("attempt") or att,
                                  "started": r.get("started"), "finished": r.get("finished"),
                                  "interrupted": r.get("interrupted"), "products": bool(r.get("products")),
-                                 "kind": r.get("kind"),
+                                 "kind": r.get("kind"), "host": node_name(r.get("host")),
                                  **({"worker": w.get("name"), "claimed": w.get("claimed"),
                                      "preload": w.get("preload_seconds"), "task_number": w.get("task_number"),
                                      "masters_generation": w.get("masters_generation"),

@@ -14,7 +14,7 @@ from night_telescope import stash_files
 
 from .base import Fault
 from .cluster import ScratchFull
-from .warm import exit_reasons, lifetimes, live_workers
+from .warm import at_walltime, exit_reasons, lifetimes, live_workers
 
 #: the late calibration frames' first exposure number (after any science exposure of the campaign)
 LATE_EXPNUM = 1100901
@@ -146,12 +146,16 @@ class ScratchFullWorker(ScratchFull):
                         + (", ".join(f"{w} {mb:g} MB" for w, mb in rec["cache_mb"].items()) or "no worker live"))
         lt, why = lifetimes(camp), exit_reasons(camp)
         died = [w for w in rec["workers_before"] if w in lt and t0 <= lt[w]["end"] <= t1 + 60
-                and "walltime" not in why.get(w, {}).get("reason", "")]
+                and not at_walltime(why.get(w, {}).get("reason", ""))]
         hit = [r for r in ev.results if r["error"] and "scratch" in r["error"].lower() and t0 - 5 <= (r["finished"] or 0) <= t1 + 30]
         by = sorted({r.get("worker") for r in hit if r.get("worker")})
-        tasks = [ev.task(r["file"].split(".a")[0], r["ccd"]) for r in hit]
-        worst = max((t["attempt"] for t in tasks if t), default=0)
-        row["recovered"] += (f"; at most {worst} of {a.max_attempts} attempts used" if hit else "")
+        tasks = [ev.task(p, c) for p, c in sorted({(r["file"].split(".a")[0], r["ccd"]) for r in hit})]
+        # resource failures (the scratch) are retried without using up an attempt: the attempt number still
+        # counts up, ``resource_retries`` says how many of them were not counted
+        worst = max(((t["attempt"] or 0) - (t.get("resource_retries") or 0) for t in tasks if t), default=0)
+        spared = sum(t.get("resource_retries") or 0 for t in tasks if t)
+        row["recovered"] += (f"; at most {worst} of {a.max_attempts} attempts used ({spared} resource retries not "
+                             "counted as attempts)" if hit else "")
         row["recovered"] += ("; workers not killed: " + (", ".join(w for w in rec["workers_before"] if w not in died)
                                                         or "none was live")
                              + (f" (failed CCDs reported by {', '.join(by)}: they went on claiming)" if by else "")

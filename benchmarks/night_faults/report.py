@@ -35,8 +35,14 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
         f"**Mode: {mode}.**", "",
         f"Run {meta['date']} UTC: `{meta['command']}` (commit `{meta['commit']}`), on this shared 2-core VM "
         f"({meta['load']}; other engineers' runs share it). Link `{camp.wan.mode}`, 300 ms RTT, 200 Mbit/s "
-        f"(tests/infra/wan). Slurm: a private instance of `tests/infra/start-slurm.sh` (`{camp.slurm.prefix}`, "
-        "4 CPUs advertised) so that stopping its slurmd touches nobody else's jobs. The link stayed up, untouched by "
+        f"(tests/infra/wan). Slurm: "
+        + (f"the three-node cluster of `SLURM_NODES=3 tests/infra/start-slurm.sh` (`{camp.slurm.prefix}`: one "
+           "slurmctld, slurmd dwfn1..dwfn3 each in its own network, UTS and mount namespaces with a private "
+           f"{args.scratch_mb} MB tmpfs scratch, `SLURM_TMPDIR`; SlurmdTimeout 20 s, ReturnToService 2). "
+           if getattr(args, "nodes", 0) else
+           f"a private instance of `tests/infra/start-slurm.sh` (`{camp.slurm.prefix}`, "
+           "4 CPUs advertised) so that stopping its slurmd touches nobody else's jobs. ")
+        + "The link stayed up, untouched by "
         f"other runs, from set-up to tear-down: {'yes' if meta.get('wan_intact') else 'NO (results suspect)'}."
         + (f" Tables re-derived from this run's databases and records with `--reanalyse` on {meta['reanalysed']}."
            if meta.get("reanalysed") else ""), "",
@@ -44,8 +50,13 @@ def write_fault_results(args, camp: Campaign, ev: Evidence, rows: list[dict], me
         f"{camp.nccd} CCDs each (K={args.streams} parts, `push --streams {args.streams}`, "
         f"{ingest_cmd}); push `incomplete_timeout` {args.incomplete_timeout:g} s, rsync "
         f"`timeout_seconds` {args.rsync_timeout:g} s; ingest `max_attempts` {args.max_attempts}, `lost_after_seconds` "
-        f"{args.lost_after:g}; node scratch a {args.scratch_mb} MB tmpfs (`node.scratch_vars: [DWF_FAULTS_SCRATCH]` "
-        f"(unset), `scratch_fallback` = the tmpfs, `min_free_gb` {args.scratch_min_free_gb:g}). Wall time "
+        f"{args.lost_after:g}; "
+        + (f"`node_failures_exclude` {args.node_failures_exclude}, `node_failure_window_minutes` "
+           f"{args.node_failure_window:g}; node scratch each node's own tmpfs (`node.scratch_vars: [SLURM_TMPDIR]`, "
+           if getattr(args, "nodes", 0) else
+           f"node scratch a {args.scratch_mb} MB tmpfs (`node.scratch_vars: [DWF_FAULTS_SCRATCH]` "
+           "(unset), `scratch_fallback` = the tmpfs, ")
+        + f"`min_free_gb` {args.scratch_min_free_gb:g}). Wall time "
         f"{meta['wall']:.0f} s; {'drained' if meta['drained'] else 'NOT drained (drain timeout)'}. Times are seconds after "
         "the first science exposure was written.", "",
         "Restarts after (2) and (3) and slurmd's restart after (4) are done by the harness, standing in for a "
@@ -127,6 +138,7 @@ def load_campaign(args) -> tuple[Campaign, dict]:
     d = json.loads((work / "campaign.json").read_text())
     m = d["meta"]
     args.workers = m.get("workers") or 0  # the campaign's mode, whatever the command line says
+    args.nodes = m.get("nodes") or 0
     for k in ("worker_minutes", "worker_replace_minutes", "worker_stop_minutes"):
         if k in m:
             setattr(args, k, m[k])

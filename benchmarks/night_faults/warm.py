@@ -89,6 +89,11 @@ def exit_reasons(camp) -> dict[str, dict]:
     return out
 
 
+def at_walltime(reason: str) -> bool:
+    """A worker's exit reason meaning it reached its walltime."""
+    return "walltime" in reason or "SIGUSR2" in reason
+
+
 def ingest_lines(camp, word: str) -> list[tuple[float, str]]:
     """(time, line) of the ingest logs' lines containing ``word`` (ingest-1.log, ingest-2.log, ...)."""
     out = []
@@ -198,7 +203,9 @@ class WorkerWalltime(Fault):
         t_ref = camp.t_ref
         lt, why = lifetimes(camp), exit_reasons(camp)
         # stopped at their walltime during the night (exited by the end of it: later exits are the drain's time)
-        rolled = sorted((w for w, x in why.items() if "walltime" in x["reason"] and w in lt and lt[w]["state"] == "exited"),
+        # at their walltime: the worker's own stop ("walltime near") or Slurm's warning signal ahead of the limit
+        # (submitit's --signal USR2, ``signal_delay_s`` before it) when that came first
+        rolled = sorted((w for w, x in why.items() if at_walltime(x["reason"]) and w in lt and lt[w]["state"] == "exited"),
                         key=lambda w: lt[w]["end"])
         row["when"] = (f"all night: `worker_time_minutes` {rec['minutes']}, successor {rec['replace']:g} min before "
                        f"the end, no new CCD {rec['stop']:g} min before; {len(lt)} workers ran, {len(rolled)} stopped "
