@@ -75,12 +75,14 @@ class FakeExecutor(ArrayExecutor):
     submitted (each request with the nodes excluded at that moment) and every exclusion it was given.
 
     ``can_exclude_nodes`` says whether it plays a scheduler that can steer submissions away (Slurm) or not.
+    ``submits=False`` makes any submission fail the test, for code that must never submit (the collector).
     """
 
     name = "fake"
 
-    def __init__(self, *, can_exclude_nodes: bool = True):
+    def __init__(self, *, can_exclude_nodes: bool = True, submits: bool = True):
         self.can_exclude_nodes = can_exclude_nodes
+        self.submits = submits
         self.in_queue: dict[str, str | QueueEntry] = {}  # task id -> scheduler state
         self.outcomes: dict[str, Outcome] = {}  # task id -> how it ended
         self.gone: dict[str, str] = {}  # task id -> the scheduler's reason for a vanished task
@@ -89,13 +91,19 @@ class FakeExecutor(ArrayExecutor):
         self.exclusions: list[dict[str, str]] = []  # each exclude_nodes call, in order
         self._n = 0
 
+    def _may_submit(self) -> None:
+        if not self.submits:
+            raise AssertionError("FakeExecutor(submits=False) was asked to submit")
+
     def submit(self, request: ArrayRequest) -> Submitted:
+        self._may_submit()
         self.submitted.append((request, tuple(sorted(self.excluded_nodes))))
         ids = [f"f{self._n + i}" for i in range(request.ntasks)]
         self._n += request.ntasks
         return Submitted(job_id=None, task_ids=ids, folder=None)
 
     def submit_workers(self, request: WorkerRequest) -> Submitted:
+        self._may_submit()
         self.submitted.append((request, tuple(sorted(self.excluded_nodes))))
         ids = [f"w{self._n + i}" for i in range(request.n)]
         self._n += request.n

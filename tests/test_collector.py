@@ -16,39 +16,15 @@ import pytest
 
 from dwfhpc.db import install_event_handler, remove_event_handler
 from dwfhpc.ingest.collector import Collector
-from dwfhpc.ingest.executors import ArrayExecutor, ArrayRequest, Outcome, Submitted, read_result_file
+from dwfhpc.ingest.executors import Outcome, read_result_file
 from dwfhpc.node import result_path
 from dwfhpc.node.result import ErrorKind, ResultError, TaskResult, TaskStatus
 from dwfhpc.state import MIGRATIONS, StateDB
 from dwfhpc.states import TASK_FINAL, PartState, TaskState, part_state_from_tasks
+from fakes import FakeExecutor
 
 PART = "DECam_00000042.p1of1"
 EXPID = "DECam_00000042"
-
-
-class FakeExecutor(ArrayExecutor):
-    """The ``ArrayExecutor`` interface over dicts: what is queued, how tasks ended, why they vanished."""
-
-    name = "fake"
-
-    def __init__(self):
-        self.in_queue: dict[str, str] = {}  # task id -> scheduler state
-        self.outcomes: dict[str, Outcome] = {}  # task id -> how it ended
-        self.gone: dict[str, str] = {}  # task id -> the scheduler's reason for a vanished task
-        self.queries = 0
-
-    def submit(self, request: ArrayRequest) -> Submitted:  # the collector never submits
-        raise AssertionError("not used")
-
-    def queue(self, task_ids: list[str]) -> dict[str, str]:
-        self.queries += 1
-        return {t: s for t, s in self.in_queue.items() if t in task_ids}
-
-    def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
-        return self.outcomes.get(task_id)
-
-    def gone_reasons(self, tasks: list[tuple[str, str | None]]) -> dict[str, str]:
-        return {tid: self.gone[tid] for tid, _ in tasks if tid in self.gone}
 
 
 @pytest.fixture
@@ -97,7 +73,7 @@ def attempt(db, ex, col, outcomes: dict[int, Outcome], now: float) -> dict[str, 
 # --------------------------------------------------------------------------- collector
 def test_done_records_the_result_and_the_part_state(db):
     add_part(db, ccds=(1, 2))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)  # the collector never submits: a submission fails the test
     col = Collector(db, ex, max_attempts=3, lost_after=60)
     ids = submit_queued(db)
     ex.in_queue = {ids[1]: "RUNNING", ids[2]: "PENDING"}
@@ -127,7 +103,7 @@ def test_done_records_the_result_and_the_part_state(db):
 ])
 def test_retry_escalates_by_kind(db, outcome, mem, minutes):
     add_part(db, ccds=(1,))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=3, lost_after=60)
     assert attempt(db, ex, col, {1: outcome}, 3.0)["retried"] == 1
     t = task(db, 1)
@@ -140,7 +116,7 @@ def test_retry_escalates_by_kind(db, outcome, mem, minutes):
 
 def test_integrity_is_not_retried(db):
     add_part(db, ccds=(1, 2))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=3, lost_after=60)
     handler = install_event_handler(db, "dwfhpc.ingest")
     try:
@@ -160,7 +136,7 @@ def test_integrity_is_not_retried(db):
 
 def test_max_attempts_then_failed_with_the_last_reason(db):
     add_part(db, ccds=(1,))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=3, lost_after=60)
     for n in range(1, 4):
         counts = attempt(db, ex, col, {1: failed(ErrorKind.CALIBRATION, f"pipeline failed {n}")}, 2.0 + n)
@@ -175,7 +151,7 @@ def test_max_attempts_then_failed_with_the_last_reason(db):
 
 def test_vanished_tasks_are_missing_then_lost_and_retried_by_the_scheduler_reason(db):
     add_part(db, ccds=(1, 2))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=2, lost_after=30)
     ids = submit_queued(db)
     ex.gone = {ids[1]: "oom"}
@@ -198,7 +174,7 @@ def test_vanished_tasks_are_missing_then_lost_and_retried_by_the_scheduler_reaso
 
 def test_wcs_failure_is_retried_with_the_neighbours_shift(db):
     add_part(db, ccds=(1, 2, 3, 4))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=2, lost_after=60)
     good = {1: ok(1, wcs={"status": "ok", "dx": 0.2, "dy": -0.4}), 2: ok(2, wcs={"status": "ok", "dx": 0.4, "dy": -0.2}),
             3: ok(3, wcs={"status": "ok", "dx": 9.0, "dy": 9.0})}
@@ -218,7 +194,7 @@ def test_wcs_failure_is_retried_with_the_neighbours_shift(db):
 
 def test_unreadable_result_is_a_retried_failure(db, tmp_path):
     add_part(db, ccds=(1,))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=2, lost_after=60)
     outcome = Outcome(result={"status": "ok", "version": 99})
     assert outcome.result is None and "schema version 99 is unknown" in outcome.error
@@ -290,7 +266,7 @@ def test_a_task_held_by_the_scheduler_says_why_once_and_forgets_it_when_it_runs(
     from dwfhpc.states import QueueEntry, SchedulerState
 
     add_part(db, ccds=(1, 2))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=3, lost_after=60)
     handler = install_event_handler(db, "dwfhpc.ingest")
     try:
@@ -347,7 +323,7 @@ def test_a_retry_waits_its_delay_doubling_and_the_submitter_holds_it(db, tmp_pat
     from dwfhpc.ingest.throttle import Throttle
 
     add_part(db, ccds=(1,))
-    ex = FakeExecutor()
+    ex = FakeExecutor(submits=False)
     col = Collector(db, ex, max_attempts=3, lost_after=60, retry_delay=10.0)
     scratch_full = failed(ErrorKind.OTHER, "scratch has 30.0 MB free, this task needs 90.9 MB")
     before = time.time()
@@ -355,7 +331,7 @@ def test_a_retry_waits_its_delay_doubling_and_the_submitter_holds_it(db, tmp_pat
     assert 9.0 <= task(db, 1).t_queued - before <= 11.0
     site = load_site("local", workdir=tmp_path)
     submitter = Submitter(site, db, ex, Throttle())
-    assert submitter.submit_ready(now=time.time()) == 0  # held (FakeExecutor.submit would raise if it tried)
+    assert submitter.submit_ready(now=time.time()) == 0  # held (FakeExecutor(submits=False) raises if it tried)
     assert task(db, 1).state == TaskState.QUEUED
     assert attempt(db, ex, col, {1: scratch_full}, 4.0)["retried"] == 1  # second retry: twice as long
     assert 19.0 <= task(db, 1).t_queued - time.time() <= 21.0
