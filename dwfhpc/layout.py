@@ -207,6 +207,12 @@ class WorkerQueueFiles:
         """``pool.json``: the ingest's worker pool (task ids, submission times)."""
         return self.root / "pool.json"
 
+    @property
+    def settings(self) -> Path:
+        """``settings.json``: the workers' settings (scratch, stop margin), written by ingest
+        (:class:`dwfhpc.workers.settings.WorkerSettings`)."""
+        return self.root / "settings.json"
+
     def ticket(self, name: str) -> Path:
         return self.tickets / name
 

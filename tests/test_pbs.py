@@ -31,7 +31,7 @@ from dwfhpc.ingest.executors import worker_queue_root
 from dwfhpc.parts import pack_exposure
 from dwfhpc.simulate import simulate_hsc_visit
 from dwfhpc.state import StateDB
-from dwfhpc.workers import WorkQueue
+from dwfhpc.workers import WorkerSettings, WorkQueue
 
 from conftest import INFRA, missing
 from test_ingest import deliver, parts_cache, products, site_for, write_config  # noqa: F401  (fixture)
@@ -249,7 +249,8 @@ def test_pbs_workers_claim_ccds_use_the_site_scratch_and_drain(pbs, parts_cache,
     wait_for(lambda: {b.state for b in q.beats()} == {"exited"}, 120, "the workers to exit")
     wait_no_jobs_of_ours(pbs)
     script = next(site.path(site.ingest.jobs_dir).glob("workers-*.pbs")).read_text()
-    assert "#PBS -J 0-1" in script and "--scratch-var PBS_JOBFS --scratch-fallback" in script
+    assert "#PBS -J 0-1" in script and "--scratch-var" not in script  # the workers read it from settings.json
+    assert WorkerSettings.read(worker_queue_root(site)).scratch_vars == ["PBS_JOBFS"]
 
 
 # --------------------------------------------------------------------------- dwfhpc jobs

@@ -23,13 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "with the calibrations copied once into node-local scratch.")
     w.add_argument("queue", type=Path, help="the work queue folder (<jobs_dir>/workers)")
     w.add_argument("--time-minutes", type=float, default=None, help="this task's walltime")
-    w.add_argument("--stop-seconds", type=float, default=180.0,
-                   help="take no new CCD this long before the walltime ends (default 180)")
-    w.add_argument("--max-idle", type=float, default=None, help="exit after this many seconds without work")
+    # the settings below default to QUEUE/settings.json (written by ingest), else to the config's defaults
+    w.add_argument("--stop-seconds", type=float, default=None,
+                   help="take no new CCD this long before the walltime ends (default: QUEUE/settings.json's "
+                        "stop_minutes, else 180)")
+    w.add_argument("--max-idle", type=float, default=None,
+                   help="exit after this many seconds without work (default: QUEUE/settings.json's, else never)")
     w.add_argument("--scratch-var", action="append", default=None, dest="scratch_vars", metavar="VAR",
                    help="environment variable naming node-local scratch, first set wins (repeat; the site's "
-                        "node.scratch_vars; default: the config's)")
-    w.add_argument("--scratch-fallback", default=None, help="scratch when none is set (node.scratch_fallback)")
+                        "node.scratch_vars; default: QUEUE/settings.json's, else the config's)")
+    w.add_argument("--scratch-fallback", default=None,
+                   help="scratch when none is set (node.scratch_fallback; default: QUEUE/settings.json's, else "
+                        "the config's)")
     w.set_defaults(func=run_worker)
 
 

@@ -4,8 +4,10 @@
              heartbeats, drain requests, masters generation)
 ``preload``  a worker's node-local copies of masters, bad-pixel masks and reference catalog
 ``worker``   the worker loop that submitit (or a template) runs in each task of a worker array
+``settings`` the workers' settings (scratch, stop margin) in ``<queue root>/settings.json``, written by ingest
 """
 
 from .queue import Ticket, WorkerBeat, WorkQueue
+from .settings import WorkerSettings
 
-__all__ = ["Ticket", "WorkQueue", "WorkerBeat"]
+__all__ = ["Ticket", "WorkQueue", "WorkerBeat", "WorkerSettings"]

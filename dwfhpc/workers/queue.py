@@ -9,6 +9,7 @@ Layout under the queue root (one per ingest state DB)::
     stop/<worker> | stop/ALL                     drain requests: finish the current task, then exit
     masters.generation                           bumped by ingest each time new masters are built
     pool.json                                    the ingest's worker pool (:mod:`dwfhpc.ingest.executors.workers`)
+    settings.json                                the workers' settings (:mod:`dwfhpc.workers.settings`)
 
 The names come from :class:`dwfhpc.layout.WorkerQueueFiles`.
 

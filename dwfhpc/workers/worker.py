@@ -31,6 +31,7 @@ from ..node.spec import TaskSpec
 from ..states import WorkerState
 from .preload import CalibrationCache
 from .queue import Ticket, WorkerBeat, WorkQueue
+from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +70,24 @@ class Worker:
     """The loop of one warm worker (see the module docstring)."""
 
     def __init__(self, queue_root: str | os.PathLike[str], *, walltime_end: float | None = None,
-                 stop_margin: float = 60.0, idle_poll: float = 0.2, max_idle: float | None = None,
+                 stop_margin: float | None = None, idle_poll: float = 0.2, max_idle: float | None = None,
                  scratch_vars: list[str] | None = None, scratch_fallback: str | None = None,
                  name: str | None = None, job_id: str | None = None):
+        """``stop_margin`` (seconds), ``max_idle``, ``scratch_vars``, ``scratch_fallback``: None takes the
+        queue's ``settings.json`` (written by ingest), else the config's defaults."""
         self.queue = WorkQueue(queue_root)
         ident, jid = worker_identity()
         self.name, self.job_id = name or ident, job_id or jid
-        self.walltime_end, self.stop_margin = walltime_end, stop_margin
-        self.idle_poll, self.max_idle = idle_poll, max_idle
-        if scratch_vars is None or scratch_fallback is None:  # not told: the config's defaults
-            from ..config import NodeSettings
-
-            default = NodeSettings()
-            scratch_vars = default.scratch_vars if scratch_vars is None else scratch_vars
-            scratch_fallback = default.scratch_fallback if scratch_fallback is None else scratch_fallback
+        shared = WorkerSettings.read(queue_root)
+        if shared is None and None in (stop_margin, scratch_vars, scratch_fallback):
+            log.info("no worker settings in %s: the config's defaults", WorkerSettings.path(queue_root))
+        given = shared or WorkerSettings.defaults()
+        self.walltime_end = walltime_end
+        self.stop_margin = given.stop_minutes * 60.0 if stop_margin is None else stop_margin
+        self.idle_poll = idle_poll
+        self.max_idle = given.max_idle if max_idle is None else max_idle
+        scratch_vars = given.scratch_vars if scratch_vars is None else scratch_vars
+        scratch_fallback = given.scratch_fallback if scratch_fallback is None else scratch_fallback
         # the site's node-local scratch (node.scratch_vars, else node.scratch_fallback), as `node run` uses it
         self.scratch = scratch_root(list(scratch_vars), scratch_fallback)
         # the worker's name is its scheduler id (PBS: w123[4].server): brackets in a path are a filter expression
@@ -191,14 +196,15 @@ class Worker:
         return result
 
 
-def worker_main(queue_root: str, time_minutes: float | None = None, stop_margin: float = 60.0,
+def worker_main(queue_root: str, time_minutes: float | None = None, stop_margin: float | None = None,
                 max_idle: float | None = None, scratch_vars: list[str] | None = None,
                 scratch_fallback: str | None = None) -> dict:
     """What submitit runs for each task of a worker array (also ``dwfhpc node worker QUEUE``).
 
     ``time_minutes``: this task's walltime; the worker takes no new CCD ``stop_margin`` seconds before it ends.
-    ``scratch_vars``/``scratch_fallback``: the site's ``node.scratch_vars``/``scratch_fallback`` (where the
-    calibrations are copied); None: the config's defaults.
+    The other settings (stop margin, idle limit, the site's ``node.scratch_vars``/``scratch_fallback`` where
+    the calibrations are copied) come from ``<queue_root>/settings.json``, written by ingest before it submits
+    workers; an argument given here overrides the file, and with neither the config's defaults apply.
     """
     from ..node.tuning import tune_malloc
 

@@ -39,7 +39,11 @@ class ArrayRequest:
 
 @dataclass(frozen=True)
 class WorkerRequest:
-    """An array of ``n`` warm workers pulling tickets from ``queue_root`` (see :mod:`dwfhpc.workers`)."""
+    """An array of ``n`` warm workers pulling tickets from ``queue_root`` (see :mod:`dwfhpc.workers`).
+
+    The workers read ``stop_minutes`` and the scratch settings from ``<queue_root>/settings.json``
+    (:class:`~dwfhpc.workers.settings.WorkerSettings`, written before the submission), not from the job.
+    """
 
     name: str  # dwf-workers
     queue_root: Path

@@ -47,17 +47,17 @@ class PbsArrayExecutor(ArrayExecutor):
                          folder=str(self.jobs_dir))
 
     def worker_script_for(self, request: WorkerRequest) -> Path:
-        """The warm-worker array script (``pbs_templates/worker-array.pbs``), with the site's scratch
-        (``node.scratch_vars``, ``scratch_fallback``) passed to ``dwfhpc node worker``."""
+        """The warm-worker array script (``pbs_templates/worker-array.pbs``): ``dwfhpc node worker`` with the
+        queue and the walltime; the site's scratch and the stop margin it reads from the queue's
+        ``settings.json`` (written by :class:`~dwfhpc.ingest.executors.workers.WorkerPoolExecutor`)."""
         res = self.pbs.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
         logs = self.jobs_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = self.jobs_dir / f"workers-{len(list(self.jobs_dir.glob('workers-*')))}{self.pbs.script_suffix}"
         text = render("pbs", f"worker-array{self.pbs.script_suffix}", setup=res.setup, queue=str(request.queue_root),
-                      time_minutes=int(res.time_minutes), stop_seconds=int(request.stop_minutes * 60.0),
+                      time_minutes=int(res.time_minutes),
                       directives=self.pbs.directives(res, job_name=request.name, ntasks=request.n, log_dir=logs),
-                      command=f"{shlex.quote(sys.executable)} -m dwfhpc.cli",
-                      scratch_vars=list(request.scratch_vars), scratch_fallback=request.scratch_fallback)
+                      command=f"{shlex.quote(sys.executable)} -m dwfhpc.cli")
         return atomic_write_text(out, text)
 
     def submit_workers(self, request: WorkerRequest) -> Submitted:

@@ -19,13 +19,12 @@ def submit_array(executor: submitit.Executor, spec: Path, ntasks: int) -> list[s
 
 
 def submit_worker_array(executor: submitit.Executor, request: WorkerRequest) -> list[submitit.Job]:
-    """``request.n`` tasks of :func:`dwfhpc.workers.worker.worker_main` through submitit."""
+    """``request.n`` tasks of :func:`dwfhpc.workers.worker.worker_main` through submitit: the queue and each
+    task's walltime; the other settings (scratch, stop margin) it reads from the queue's ``settings.json``."""
     from ...workers.worker import worker_main
 
     n = request.n
-    return executor.map_array(worker_main, [str(request.queue_root)] * n, [request.time_minutes] * n,
-                              [request.stop_minutes * 60.0] * n, [None] * n, [list(request.scratch_vars)] * n,
-                              [request.scratch_fallback] * n)
+    return executor.map_array(worker_main, [str(request.queue_root)] * n, [request.time_minutes] * n)
 
 
 def pickle_outcome(job: submitit.Job) -> Outcome | None:

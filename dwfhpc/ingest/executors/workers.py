@@ -19,7 +19,9 @@ exits) with its successor submitted at once. Where the inner executor cannot exc
 worker is drained: its successor could land on the same node again.
 
 The pool (worker task ids, when each was submitted) is kept in ``<queue>/pool.json``, so a
-restarted ingest re-attaches to the workers it started.
+restarted ingest re-attaches to the workers it started. Before each submission the workers' settings
+(the site's node scratch, the stop margin) are written to ``<queue>/settings.json``
+(:class:`~dwfhpc.workers.settings.WorkerSettings`), where every worker reads them however it was launched.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ...scheduler import job_name
 from ...states import WORKER_FREE, QueueEntry, SchedulerState, WorkerState
 from ...workers import WorkQueue
 from ...workers.queue import ALL
+from ...workers.settings import WorkerSettings
 from ...workers.worker import HEARTBEAT_SECONDS
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
@@ -157,9 +160,21 @@ class WorkerPoolExecutor(ArrayExecutor):
         self.inner.close()
 
     # ------------------------------------------------------------------ pool upkeep
+    def settings(self) -> WorkerSettings:
+        """What every worker of this pool reads from ``<queue>/settings.json``."""
+        return WorkerSettings(scratch_vars=list(self.scratch_vars), scratch_fallback=self.scratch_fallback,
+                              stop_minutes=float(self.stop_minutes))
+
     def _start(self, count: int) -> None:
-        """Submit ``count`` workers as one array (a refusal is logged; the next poll tries again)."""
+        """Write the workers' settings file, then submit ``count`` workers as one array (a refusal, or a
+        settings file that cannot be written, is logged; the next poll tries again)."""
         self.work.cancel_drain(ALL)
+        try:
+            self.settings().write(self.queue_root)
+        except OSError as exc:
+            log.error("worker settings %s not written, no worker submitted (will retry): %s",
+                      WorkerSettings.path(self.queue_root), exc)
+            return
         request = WorkerRequest(name=job_name("workers"), queue_root=self.queue_root, n=count, mem_gb=self.mem_gb,
                                 time_minutes=self.time_minutes, stop_minutes=self.stop_minutes,
                                 scratch_vars=self.scratch_vars, scratch_fallback=self.scratch_fallback)
