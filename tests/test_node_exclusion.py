@@ -532,3 +532,14 @@ def test_schema_5_adds_resource_retries_and_node_failures_to_an_older_db(tmp_pat
         assert migrated.node_failures() == []
         migrated.record_node_failure("dwfn1", PART, 1, "full", T0)
         assert len(migrated.node_failures(node="dwfn1")) == 1
+
+
+def test_a_plain_sigkill_in_a_task_log_is_not_taken_for_an_oom_kill():
+    """srun says "task 0: Killed" for any SIGKILL (the worker campaign's kill -9 was reported as oom, which would
+    retry with more memory); Slurm's own OOM kill names itself."""
+    from dwfhpc.ingest.executors.base import reason_from_text
+    from dwfhpc.node.result import ErrorKind
+
+    assert reason_from_text("srun: error: vm: task 0: Killed\n") == "killed (SIGKILL)"
+    assert ErrorKind.from_scheduler("killed (SIGKILL)") is None
+    assert reason_from_text("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=5.0\nKilled") == "oom"

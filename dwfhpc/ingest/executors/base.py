@@ -103,9 +103,11 @@ class Outcome:
 #: why a task left the queue without a result, from the scheduler's own words in its log
 _GONE_PATTERNS = (
     ("timeout", re.compile(r"DUE TO TIME LIMIT|TIMEOUT|time limit", re.I)),
-    ("oom", re.compile(r"oom-kill|out of memory|OUT_OF_MEMORY|MemoryError|Killed", re.I)),
+    ("oom", re.compile(r"oom-kill|out of memory|OUT_OF_MEMORY|MemoryError", re.I)),
     ("cancelled", re.compile(r"CANCELLED", re.I)),
     ("node failure", re.compile(r"NODE_FAIL|DUE TO NODE FAILURE", re.I)),
+    # srun's "task 0: Killed" is any SIGKILL (kill -9, a node's cleanup); Slurm's OOM kill says oom-kill above
+    ("killed (SIGKILL)", re.compile(r"\bKilled\b")),
 )
 
 

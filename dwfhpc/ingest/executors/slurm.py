@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 _REFUSED = (subprocess.CalledProcessError, FileNotFoundError, OSError, submitit.core.utils.FailedJobError)
 
 
-def check_controller() -> None:
-    """Fail early and clearly when no Slurm controller answers (rather than retrying sbatch all night)."""
-    Slurm().check()
-
-
 def read_max_array_size() -> int | None:
     """MaxArraySize from ``scontrol show config`` (arrays may have at most this many tasks)."""
     return Slurm().query_max_array_size()
