@@ -190,6 +190,8 @@ def test_pbs_worker_array_script_for_both_array_syntaxes(tmp_path, syntax, flag)
     text = script.read_text()
     assert flag in text and "#PBS -q normal" in text and "#PBS -l walltime=12:00:00" in text
     assert f" node worker {tmp_path / 'q'} --time-minutes 720\n" in text  # the rest is in the queue's settings.json
+    assert "\n#PBS -r n\n" in text  # never rerun after a node failure: ingest retries its CCDs itself
+    assert text.index("#PBS -r n") < text.index("set -eu")  # a directive before the first command
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
 
 
@@ -212,6 +214,8 @@ def test_manual_sbatch_of_the_worker_script_runs_tickets_and_drains(slurm_cluste
                                     resources=res, stop_seconds=60))
     (tmp_path / "logs").mkdir()
     job = slurm_cluster.run("sbatch", "--parsable", str(script)).stdout.strip().split(";")[0]
+    shown = slurm_cluster.run("scontrol", "show", "job", job).stdout
+    assert "Requeue=0" in shown, shown  # --no-requeue taken by Slurm: a worker is never requeued
     _wait(lambda: result_path(spec, 0).exists(), 180, "the worker's result")
     result = json.loads(result_path(spec, 0).read_text())
     assert result["status"] == "ok", result["error"]

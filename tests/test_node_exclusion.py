@@ -380,6 +380,8 @@ def test_slurm_arrays_and_workers_are_submitted_with_the_exclusion(tmp_path, ref
     ex.submit_workers(WorkerRequest(name="dwf-workers", queue_root=tmp_path / "q", n=2, mem_gb=1.0, time_minutes=60,
                                     stop_minutes=3.0, scratch_vars=[], scratch_fallback="/tmp"))
     assert calls[0]["exclude"] == "dwfn2,dwfn3" and calls[0]["array_parallelism"] == 2
+    # never requeued after a node failure (the node campaign's requeued worker held its CCD for 6 min)
+    assert calls[0]["additional_parameters"]["no_requeue"] is True
 
 
 def test_excluding_every_node_of_the_partition_is_not_applied(tmp_path, caplog):

@@ -36,6 +36,22 @@ def results_on(ev, node: str, t0: float, t1: float = float("inf")) -> list[dict]
     return [r for r in ev.results if r.get("host") == node and t0 <= (r.get("finished") or 0) <= t1]
 
 
+def fresh_busy_worker(c, timeout: float, within: float = 0.5) -> tuple[str, dict] | None:
+    """A live worker that took a new CCD less than ``within`` seconds ago (its heartbeat's ticket changed between
+    two looks): one mid-CCD for the next second or two, so a fault hits the CCD and not the moment after it."""
+    seen: dict[str, str | None] = {}
+    deadline = time.time() + timeout
+    while time.time() < deadline and not c.stop.is_set():
+        t = time.time()
+        beats = live_workers(c)
+        for w, b in beats.items():
+            if b.get("state") == "busy" and b.get("ticket") and w in seen and seen[w] != b["ticket"]:
+                return w, b
+        seen = {w: b.get("ticket") for w, b in beats.items()}
+        time.sleep(max(0.0, within - (time.time() - t)))
+    return None
+
+
 class NodeLost(Fault):
     """A node lost with a busy warm worker on it: every process in its namespaces ``kill -9``'d, its scratch and
     ``/tmp`` gone (``node-ctl.sh lose``); returned after ``--node-down-seconds`` (``node-ctl.sh return``)."""
@@ -47,14 +63,15 @@ class NodeLost(Fault):
     workers_only = True
 
     def inject(self, c) -> dict:
-        got = c.wait_for(lambda: busy_worker(c), 120, every=0.2)
+        got = fresh_busy_worker(c, 120)
         if not got:
-            return {"t0": time.time(), "t1": time.time(), "error": "no worker was busy with a CCD within 120 s"}
+            return {"t0": time.time(), "t1": time.time(), "error": "no worker took a CCD within 120 s"}
         worker, beat = got
         node = node_of(beat)
         on_node = sorted(w for w, b in live_workers(c).items() if node_of(b) == node)
         t = time.time()
         proc = node_ctl(c, "lose", node)
+        t_dead = time.time()  # every process of the node is gone by now
         if proc.returncode != 0:
             raise RuntimeError(f"node-ctl.sh lose {node}: {proc.stderr.strip()[-300:]}")
         say(f"fault: {proc.stdout.strip()} (worker {worker} was busy with {beat['ticket']})")
@@ -62,7 +79,7 @@ class NodeLost(Fault):
         t_back = time.time()
         proc = node_ctl(c, "return", node, timeout=180)
         say(f"fault: {proc.stdout.strip() or proc.stderr.strip()[-200:]}")
-        return {"t0": t, "t1": time.time(), "t_back": t_back, "node": node, "worker": worker, "job": beat.get("job_id"),
+        return {"t0": t, "t1": time.time(), "t_dead": t_dead, "t_back": t_back, "node": node, "worker": worker, "job": beat.get("job_id"),
                 "task": ticket_task(c, beat["ticket"]), "on_node": on_node, "returned": proc.returncode == 0}
 
     def examine(self, row: dict, rec: dict, ev, camp, t_next: float) -> set[str]:
@@ -88,6 +105,12 @@ class NodeLost(Fault):
                                if back else "no CCD calibrated there after its return"))
         row["ttr"] = (f"{t['t_finished'] - t0:.0f} s (loss to the CCD's products)" if t and t["state"] == TaskState.DONE
                       else "never")
+        before = [r for r in res if r.get("host") == node and r["status"] == "ok"
+                  and (r.get("finished") or 0) <= rec.get("t_dead", t0)]
+        if before and not redo:
+            row["notes"].append(f"the CCD's result was written on {node} {before[0]['finished'] - t0:.2f} s after the "
+                                f"loss began, before its processes were all killed ({rec.get('t_dead', t0) - t0:.2f} s): "
+                                "the loss hit no CCD in flight")
         row["ok"] = bool(t and t["state"] == TaskState.DONE and redo and rec["returned"] and back)
         if not back:
             row["notes"].append(f"{node} took no work after it returned (before the night ended)")

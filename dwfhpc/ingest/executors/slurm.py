@@ -134,6 +134,10 @@ class SlurmArrayExecutor(SubmititArrayExecutor):
         res = self.slurm.resources(mem_gb=request.mem_gb, time_minutes=request.time_minutes)
         params = self.slurm.submitit_parameters(res, job_name=request.name)
         params["array_parallelism"] = request.n  # every worker at once: that is the point of them
+        # never requeued: after a node failure Slurm would hold a requeued worker in the queue (pending, then
+        # running again on the returned node) for minutes, with the CCD it had claimed; gone, its claims are
+        # retried at once and the pool submits its successor
+        params["additional_parameters"] = {**(params.get("additional_parameters") or {}), "no_requeue": True}
         jobs = self._sbatch(params, lambda ex: submit_worker_array(ex, request), f"the worker array {request.name}")
         return Submitted(job_id=jobs[0].job_id.split("_")[0], task_ids=[j.job_id for j in jobs],
                          folder=str(self.jobs_dir))
