@@ -4,55 +4,11 @@ arrival -> products, failures, nodes excluded for repeated resource failures. Th
 
 from __future__ import annotations
 
-import time
-
-from ..config import IngestSettings
 from ..report import percentile
 from ..report.counts import ccd_counts, counts_dict
+from ..report.status import excluded_nodes, mode, spread_of_done  # noqa: F401  (excluded_nodes: its old home)
 from ..state import StateDB
 from ..states import PartState, TaskState, exposure_state_from_tasks
-
-
-def _spread(values: list[float]) -> dict:
-    return {"n": len(values), "p50": percentile(values, 50) if values else None,
-            "p95": percentile(values, 95) if values else None}
-
-
-def spread_of_done(tasks, start: str, end: str) -> dict:
-    """p50/p95 over done tasks of ``end - start`` (two TaskRow time fields)."""
-    return _spread([getattr(t, end) - getattr(t, start) for t in tasks
-                    if t.state == TaskState.DONE and getattr(t, end) and getattr(t, start)])
-
-
-def mode(site, db: StateDB) -> dict:
-    """How CCDs ran (per-part arrays or warm workers, from the executor of the latest submission) and,
-    for workers, alive / busy / idle from their heartbeats."""
-    from .executors import worker_queue_root
-    from .executors.workers import worker_status
-
-    subs = db.submissions()
-    workers = subs[-1].executor.endswith("+workers") if subs else bool(site.ingest.workers)
-    if not workers:
-        return {"mode": "arrays", "workers": None}
-    return {"mode": "workers", "workers": {"wanted": site.ingest.workers or None,
-                                           **worker_status(worker_queue_root(site))}}
-
-
-def excluded_nodes(db: StateDB, site=None, now: float | None = None) -> list[dict]:
-    """Nodes left out of new submissions now (``ingest.node_failures_exclude`` resource failures within
-    ``ingest.node_failure_window_minutes``; the defaults without ``site``): node, failures, until (Unix
-    seconds), reason (one line: how many, until when, the last failure), applied (whether the executor of the
-    latest submission can exclude nodes: Slurm only)."""
-    ing = site.ingest if site is not None else IngestSettings()
-    subs = db.submissions()
-    executor = subs[-1].executor if subs else (ing.executor + ("+workers" if ing.workers else ""))
-    applied = executor.split("+")[0] == "slurm"
-    window = ing.node_failure_window_minutes
-    return [{"node": e.node, "failures": e.failures, "first": e.first, "last": e.last, "until": e.until,
-             "part": e.part, "ccd": e.ccd, "applied": applied,
-             "reason": e.describe(ing.node_failures_exclude, window)
-                       + ("" if applied else f" (not applied: the {executor} executor cannot exclude nodes; Slurm only)")}
-            for e in db.node_exclusions(now or time.time(), ing.node_failures_exclude, window * 60.0)]
 
 
 def masters_waiting(db: StateDB, site, night: str | None = None) -> list[dict]:

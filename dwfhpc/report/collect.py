@@ -86,7 +86,7 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
     if journal:
         journal.close()
     inst = instrument or (parts[0].instrument if parts else site.instrument)
-    from ..ingest.status import excluded_nodes, mode, spread_of_done
+    from .status import excluded_nodes, mode, spread_of_done
 
     return NightData(night, inst, exposures, ccds, counts=ccd_counts(db, night), mode=mode(site, db),
                      queue_seconds=spread_of_done(tasks, "t_submitted", "t_started"),

@@ -66,11 +66,11 @@ class NightData:
     ccds: list[CCDRecord] = dc_field(default_factory=list)
     # science / calibration CCD counts (:func:`dwfhpc.report.counts.ccd_counts`); None: from ``ccds``
     counts: dict | None = None
-    # how CCDs ran: {"mode": "arrays"|"workers", "workers": {...}} (:func:`dwfhpc.ingest.status.mode`)
+    # how CCDs ran: {"mode": "arrays"|"workers", "workers": {...}} (:func:`dwfhpc.report.status.mode`)
     mode: dict | None = None
     # per CCD, submitted -> running and running -> products (p50/p95 dicts from the status summary)
     queue_seconds: dict | None = None
     # exposures / nights the runaway-resubmission guard stopped
     stops: list[dict] = dc_field(default_factory=list)
-    # nodes excluded for repeated resource failures (:func:`dwfhpc.ingest.status.excluded_nodes`: node, reason, ...)
+    # nodes excluded for repeated resource failures (:func:`dwfhpc.report.status.excluded_nodes`: node, reason, ...)
     excluded_nodes: list[dict] = dc_field(default_factory=list)

@@ -39,11 +39,11 @@ from ...layout import WorkerQueueFiles
 from ...node.result import node_name
 from ...node.spec import TaskSpec
 from ...scheduler import job_name
-from ...states import WORKER_FREE, QueueEntry, SchedulerState, WorkerState
+from ...states import QueueEntry, SchedulerState, WorkerState
 from ...workers import WorkQueue
 from ...workers.queue import ALL
 from ...workers.settings import WorkerSettings
-from ...workers.worker import HEARTBEAT_SECONDS
+from ...workers.status import worker_status  # noqa: F401  (re-exported: its old home)
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 log = logging.getLogger(__name__)
@@ -262,16 +262,3 @@ class WorkerPoolExecutor(ArrayExecutor):
                         "elsewhere", member.task_id, node, self.excluded_nodes[node])
         self._save()
         return True
-
-
-def worker_status(queue_root: str | Path, now: float | None = None) -> dict:
-    """Workers alive / busy / idle from their heartbeats (what ``dwfhpc status`` and the report show)."""
-    root = Path(queue_root)
-    if not WorkerQueueFiles(root).heartbeats.is_dir():
-        return {"alive": 0, "busy": 0, "idle": 0, "workers": []}
-    now = now or time.time()
-    beats = WorkQueue(root).beats()
-    live = [b for b in beats if b.state != WorkerState.EXITED and now - b.beat < 3 * HEARTBEAT_SECONDS + 5]
-    return {"alive": len(live), "busy": sum(b.state == WorkerState.BUSY for b in live),
-            "idle": sum(b.state in WORKER_FREE for b in live),
-            "workers": [asdict(b) for b in live]}
