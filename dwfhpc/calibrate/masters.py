@@ -51,7 +51,7 @@ def _frame_problem(kind: str, inst, header: fits.Header, f: Path, *, filter_: st
     Checked before any pixel is read: what the frame is (OBSTYPE / DATA-TYP), its filter for a
     flat, and its size and sections against the instrument's CCD (bounded memory).
     """
-    from ..node.bounds import check_frame_header  # lazy: dwfhpc.node imports this package
+    from ..parts.bounds import check_frame_header
 
     got = inst.kind(header)
     if got != kind:

@@ -34,7 +34,7 @@ from .calfiling import file_calibration_frame
 from .result import ErrorKind, TaskResult, TaskStatus
 from .scratch import SIGNALS, TaskInterrupted, scratch_trouble, task_scratch
 from .spec import TaskSpec, result_path, task_index
-from .bounds import check_manifest_bounds
+from ..parts.bounds import check_manifest_bounds
 from .stage import scratch_needed, stage_ccd
 from .tuning import tune_malloc
 

@@ -34,7 +34,7 @@ from ..codecs.base import RAW_DTYPE, clean_header, raw_fits_header
 from ..errors import DwfError, IntegrityError
 from ..layout import ccd_fits_name, under
 from ..parts import Manifest, Member, extract_member, restore_ccd
-from .bounds import check_manifest_bounds, check_member_bounds
+from ..parts.bounds import check_manifest_bounds, check_member_bounds
 from .crosscheck import check_header, check_member_file, check_restored
 
 

@@ -26,7 +26,7 @@ from astropy.io import fits
 
 from ..errors import DwfError, IntegrityError
 from ..instruments import CCDGeometry, get_instrument
-from ..parts import Manifest
+from .manifest import Manifest
 
 #: one raw CCD with its prescan/overscan, (ny, nx): DECam 2 x (6 + 1024 + 50) columns by 4096 + 50 rows;
 #: HSC 4 channels of (8 + 512 + 16 + ...) columns = 2144 by 4241 rows (obs_subaru's raw geometry)
