@@ -47,3 +47,24 @@ def test_a_killed_holder_leaves_the_cluster_free(tmp_path):
     other.wait()
     with nodes_lock("me", timeout=5, every=0.1, lock=lock):
         assert "me" in lock.read_text()
+
+
+def test_one_process_may_take_it_twice(tmp_path):
+    """Two test modules importing the ``nodes_cluster`` fixture hold two instances of it in one session."""
+    lock = tmp_path / "nodes.lock"
+    with nodes_lock("module one", timeout=1, lock=lock):
+        with nodes_lock("module two", timeout=1, lock=lock):
+            pass
+        other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import sys; sys.path.insert(0, {str(INFRA / 'nodes')!r})
+            from pathlib import Path
+            from nodeslock import NodesBusy, nodes_lock
+            try:
+                with nodes_lock("another process", timeout=0.3, every=0.1, lock=Path({str(lock)!r})):
+                    print("took it")
+            except NodesBusy:
+                print("busy")
+        """)], capture_output=True, text=True)
+        assert other.stdout.strip() == "busy"  # still held after the inner block ended
+    with nodes_lock("me again", timeout=1, lock=lock):
+        pass

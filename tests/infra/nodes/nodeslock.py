@@ -17,6 +17,11 @@ from typing import Iterator
 
 LOCK = Path("/var/tmp/dwf-slurm-nodes.lock")
 
+#: lock path -> how many holders in this process: re-entrant, since two test modules that import the
+#: ``nodes_cluster`` fixture each get an instance of it in one session (a second flock in the same process
+#: would wait for the first)
+_HELD: dict[str, int] = {}
+
 
 class NodesBusy(TimeoutError):
     """The cluster stayed in use by someone else for the whole wait."""
@@ -24,7 +29,16 @@ class NodesBusy(TimeoutError):
 
 @contextmanager
 def nodes_lock(who: str, timeout: float = 1800.0, every: float = 2.0, lock: Path = LOCK) -> Iterator[None]:
-    """Hold the cluster for ``who`` (written into the lock file for the next one to read) within the block."""
+    """Hold the cluster for ``who`` (written into the lock file for the next one to read) within the block;
+    re-entrant within one process."""
+    key = str(lock)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
@@ -40,6 +54,10 @@ def nodes_lock(who: str, timeout: float = 1800.0, every: float = 2.0, lock: Path
                 time.sleep(every)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {who}\n".encode(), 0)
-        yield
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
     finally:
         os.close(fd)  # releases the lock
