@@ -178,7 +178,7 @@ def _outside(root: Path, allowed: tuple[Path, ...]) -> set[str]:
 class Case:
     def __init__(self, root: Path, n: int, row: dict, failures: list, label: str):
         from dwfhpc.ingest.inbox import Inbox
-        from dwfhpc.state import StateDB
+        from dwfhpc.statedb import StateDB
 
         self.root, self.n, self.row, self.failures, self.label = root, n, row, failures, label
         self.site = site = _site(root)

@@ -153,7 +153,7 @@ def hostile(rounds: int) -> int:
     import inspect
 
     from dwfhpc.ingest.inbox import Inbox
-    from dwfhpc.state import StateDB
+    from dwfhpc.statedb import StateDB
 
     import fuzz_hostile_link
     import fuzz_hostile_members

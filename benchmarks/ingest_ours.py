@@ -3,7 +3,7 @@
 What is measured comes through the public entry points: the inbox scans and scheduler polls from
 ``Ingest.run``'s observer (:class:`dwfhpc.ingest.Step`), each part's ``submit`` call from a timing
 wrapper around the executor (``Ingest(site, opts, executor=...)``), the parts' first submission from
-the state DB's :meth:`~dwfhpc.state.StateDB.submissions` (a second, read-only use of the DB). The one
+the state DB's :meth:`~dwfhpc.statedb.StateDB.submissions` (a second, read-only use of the DB). The one
 patch left is a timer around :func:`dwfhpc.ingest.inbox.verify_part`, which happens inside a scan
 (``verify_part`` of one part, as the inbox ran it).
 """
@@ -20,7 +20,7 @@ from ingest_setup import OURS_PREFIX, cancel, phases, read_calls
 from dwfhpc.config import load_site
 from dwfhpc.ingest import Ingest, IngestOptions, Step, make_executor
 from dwfhpc.ingest import inbox as inbox_module
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 
 class TimedExecutor:

@@ -1,4 +1,4 @@
-"""What the state DB (``dwfhpc.state``) and the push journal (``dwfhpc.push.journal``) share.
+"""What the state DB (``dwfhpc.statedb``) and the push journal (``dwfhpc.push.journal``) share.
 
 :class:`Database` is one SQLite connection in WAL mode behind one ``RLock`` (thread-safe; other
 processes read alongside), with:
@@ -32,7 +32,7 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 class Database:
-    """Base of :class:`~dwfhpc.state.StateDB` and :class:`~dwfhpc.push.journal.Journal`."""
+    """Base of :class:`~dwfhpc.statedb.StateDB` and :class:`~dwfhpc.push.journal.Journal`."""
 
     SCHEMA: ClassVar[str] = ""
     MIGRATIONS: ClassVar[tuple[Migration, ...]] = ()

@@ -32,7 +32,7 @@ from .report.collect import night_data
 from .report.counts import GROUPS, LABELS, ccd_counts, counts_dict, promised_ccds
 from .simulate import (make_star_catalog, night_start, simulate_decam_exposure, simulate_hsc_visit,
                        write_star_catalog)
-from .state import FINAL, StateDB
+from .statedb import FINAL, StateDB
 from .states import PartState, TaskState
 
 HSC_POINTING = (320.25, 0.0)  # the field of the real HSC header (STRIPE82L)

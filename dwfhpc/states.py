@@ -5,7 +5,7 @@ so the databases keep their values and code that still compares with bare string
 Each enum has its ``*_FINAL`` (nothing more happens to it) and ``*_ACTIVE`` (in flight) frozensets,
 as Parsl's ``JobState`` / ``TERMINAL_STATES``.
 
-Cluster side (``dwfhpc.state``):
+Cluster side (``dwfhpc.statedb``):
 
 * :class:`PartState`: a part received by ingest, derived from its tasks (or ``quarantined``).
 * :class:`TaskState`: one CCD of a part.

@@ -19,7 +19,7 @@ from dwfhpc.ingest.collector import Collector
 from dwfhpc.ingest.executors import Outcome, read_result_file
 from dwfhpc.node import result_path
 from dwfhpc.node.result import ErrorKind, ResultError, TaskResult, TaskStatus
-from dwfhpc.state import MIGRATIONS, StateDB
+from dwfhpc.statedb import MIGRATIONS, StateDB
 from dwfhpc.states import TASK_FINAL, PartState, TaskState, part_state_from_tasks
 from fakes import FakeExecutor
 

@@ -77,7 +77,7 @@ def test_demo_waits_while_a_recorded_part_is_still_being_moved_into_the_store(ni
     """The ingest records a part, then moves its files (crash-safe order); a poll in between once
     ended the slurm demo with "manifest is missing" (CI). It must read as "not finished yet"."""
     from dwfhpc.demo import _finished
-    from dwfhpc.state import StateDB
+    from dwfhpc.statedb import StateDB
 
     workdir, _ = night
     with StateDB(workdir / "cluster" / "state.sqlite") as db:
@@ -95,7 +95,7 @@ def test_demo_waits_while_a_recorded_part_is_still_being_moved_into_the_store(ni
 @pytest.mark.parametrize("mode", ["workers", "arrays"])
 def test_demo_night_with_the_slurm_executor(slurm_cluster, tmp_path, mode):
     """The demo follows the night's default, warm workers (configs/local.yaml); ``--workers 0``: arrays."""
-    from dwfhpc.state import StateDB
+    from dwfhpc.statedb import StateDB
 
     workdir = tmp_path / "night"
     rc = main(["demo", "--workdir", str(workdir), "--exposures", "2", "--cadence", "2", "--biases", "1",

@@ -35,7 +35,7 @@ from dwfhpc.node.result import TaskResult, TaskStatus
 from dwfhpc.node.stage import stage_ccd
 from dwfhpc.parts import pack_exposure, read_manifest
 from dwfhpc.simulate import simulate_decam_exposure
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 NIGHT = "2026-11-24"
 BIAS, SCIENCE, BADCCD = "DECam_00000001", "DECam_00000004", "DECam_00000005"

@@ -345,7 +345,7 @@ from dwfhpc.ingest.inbox import Inbox  # noqa: E402
 from dwfhpc.layout import check_component  # noqa: E402
 from dwfhpc.parts import check_manifest_data, pack_exposure  # noqa: E402
 from dwfhpc.parts.schema import MAX_MANIFEST_BYTES  # noqa: E402
-from dwfhpc.state import StateDB  # noqa: E402
+from dwfhpc.statedb import StateDB  # noqa: E402
 
 BATCHES = int(os.environ.get("DWF_FUZZ_BATCHES", "16"))
 BAD_PER_BATCH, GOOD_PER_BATCH = 25, 3

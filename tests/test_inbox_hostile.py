@@ -23,7 +23,7 @@ from dwfhpc.db import install_event_handler, remove_event_handler
 from dwfhpc.ingest.emit import emit_scripts
 from dwfhpc.ingest.inbox import Inbox, ScanResult
 from dwfhpc.layout import quarantine_dir
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 from test_inbox_fuzz import World, good_part, make_world, manifest_dict, sign, write_tar
 

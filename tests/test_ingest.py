@@ -28,7 +28,7 @@ from dwfhpc.ingest.executors.slurm import read_max_array_size
 from dwfhpc.ingest.throttle import Throttle
 from dwfhpc.parts import pack_exposure
 from dwfhpc.simulate import simulate_decam_exposure
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 from conftest import INFRA, SlurmCluster, _start_slurm
 

@@ -26,7 +26,7 @@ from dwfhpc.node import TaskSpec, run_task
 from dwfhpc.node.result import TaskResult
 from dwfhpc.parts import pack_exposure, read_manifest
 from dwfhpc.simulate import simulate_decam_exposure
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 NIGHT = "2026-11-24"
 CCDS = [25, 32]

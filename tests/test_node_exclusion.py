@@ -29,7 +29,7 @@ from dwfhpc.ingest.submitter import Submitter
 from dwfhpc.ingest.throttle import Throttle
 from dwfhpc.node.result import ErrorKind, TaskResult, TaskStatus, node_name
 from dwfhpc.node.scratch import ScratchError, scratch_trouble
-from dwfhpc.state import MIGRATIONS, StateDB
+from dwfhpc.statedb import MIGRATIONS, StateDB
 from dwfhpc.states import TaskState, WorkerState
 from fakes import FakeExecutor
 from test_collector import PART, add_part, submit_queued, task

@@ -21,7 +21,7 @@ import pytest
 
 from dwfhpc.ingest import Ingest, IngestOptions
 from dwfhpc.ingest.executors import worker_queue_root
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 from dwfhpc.workers import WorkQueue
 from nodes_cluster import NODES, SCRATCH, NodesCluster, nodes_cluster  # noqa: F401  (fixture)
 from test_ingest import deliver, parts_cache, products, site_for, write_config  # noqa: F401  (fixture)

@@ -35,7 +35,7 @@ from dwfhpc.config import load_site
 from dwfhpc.ingest import Ingest, IngestOptions
 from dwfhpc.parts import pack_exposure
 from dwfhpc.simulate import simulate_decam_exposure, simulate_hsc_visit
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 
 NIGHT1, NIGHT2 = "2026-11-24", "2026-11-25"
 VISIT = 903334  # HSC visit, CCDs 40 and 41

@@ -30,7 +30,7 @@ from dwfhpc.ingest import Ingest, IngestOptions
 from dwfhpc.ingest.executors import worker_queue_root
 from dwfhpc.parts import pack_exposure
 from dwfhpc.simulate import simulate_hsc_visit
-from dwfhpc.state import StateDB
+from dwfhpc.statedb import StateDB
 from dwfhpc.workers import WorkerSettings, WorkQueue
 
 from conftest import INFRA, missing

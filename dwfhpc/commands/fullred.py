@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..ops.fullred import default_script_path, plan, record, submit, write_script
-    from ..state import StateDB
+    from ..statedb import StateDB
 
     site = site_from(args)
     path = state_db_path(site)

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..report.collect import nights, write_night_reports
-    from ..state import StateDB
+    from ..statedb import StateDB
 
     site = site_from(args)
     path = state_db_path(site)

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..ingest.status import summary
     from ..report.counts import GROUPS, LABELS, CCDCounts
-    from ..state import StateDB
+    from ..statedb import StateDB
 
     site = site_from(args)
     path = site.path(site.ingest.state_db)

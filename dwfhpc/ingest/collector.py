@@ -38,7 +38,7 @@ import numpy as np
 
 from ..config import IngestSettings
 from ..node.result import ErrorKind, TaskResult, node_name
-from ..state import StateDB, TaskRow
+from ..statedb import StateDB, TaskRow
 from ..scheduler.slurm import waiting as scheduler_waiting
 from ..states import TASK_ACTIVE, QueueEntry, TaskState
 from .executors import ArrayExecutor, Outcome

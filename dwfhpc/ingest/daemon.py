@@ -27,7 +27,7 @@ from typing import Any
 from ..config import SiteSettings
 from ..locking import RESTART_WAIT_SECONDS, FileLock
 from ..db import install_event_handler, remove_event_handler
-from ..state import StateDB
+from ..statedb import StateDB
 from ..states import TASK_ACTIVE, TaskState
 from .collector import Collector
 from .executors import ArrayExecutor, make_executor

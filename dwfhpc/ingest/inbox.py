@@ -48,7 +48,7 @@ from ..errors import DwfError, IntegrityError
 from ..layout import manifest_for_tar, parse_part_stem, quarantine_dir, store_paths, tar_for_manifest
 from ..node.crosscheck import check_manifest_headers
 from ..parts import read_manifest, verify_part
-from ..state import StateDB
+from ..statedb import StateDB
 from ..states import PartState
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..calibrate import build_night_masters
 from ..calibrate.masters import DEFAULT_MAX_AGE_DAYS, choose_master
-from ..state import StateDB, TaskRow
+from ..statedb import StateDB, TaskRow
 from ..states import TaskState
 
 log = logging.getLogger(__name__)

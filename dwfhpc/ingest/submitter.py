@@ -23,7 +23,7 @@ from ..layout import JobFiles
 from ..node import TaskSpec
 from ..parts import read_manifest
 from ..scheduler import job_name
-from ..state import NodeExclusion, PartRow, StateDB, TaskRow
+from ..statedb import NodeExclusion, PartRow, StateDB, TaskRow
 from ..states import TASK_ACTIVE, TaskState
 from .executors import ArrayExecutor, ArrayRequest
 from .masters import UsableMasters

@@ -35,7 +35,7 @@ from ..layout import JobFiles, under
 from ..node.stage import stage_ccd
 from ..parts import read_manifest
 from ..scheduler import SCHEDULERS, CommandNotFound, Scheduler, job_name, scheduler_for
-from ..state import StateDB
+from ..statedb import StateDB
 from ..states import PartState
 from ..templates import render
 from .lookup import match_exposure

@@ -38,7 +38,7 @@ from ..ingest import Ingest, IngestOptions, Step
 from ..layout import manifest_for_tar, parse_part_stem, part_stem
 from ..locking import FileLock
 from ..parts import Manifest, verify_part
-from ..state import StateDB, TaskRow
+from ..statedb import StateDB, TaskRow
 from ..states import TASK_ACTIVE, TASK_FINAL, PartState, TaskState
 from .lookup import match_exposure
 

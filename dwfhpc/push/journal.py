@@ -77,7 +77,7 @@ class ExposureRow:
 
 @dataclass(frozen=True)
 class SentPart:
-    """A part in the journal (the state DB's received part is :class:`dwfhpc.state.PartRow`)."""
+    """A part in the journal (the state DB's received part is :class:`dwfhpc.statedb.PartRow`)."""
 
     expid: str
     k: int

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SiteSettings
-from ..state import StateDB, TaskRow
+from ..statedb import StateDB, TaskRow
 from ..states import TASK_DISPLAY, PartState, TaskState
 from .counts import ccd_counts
 from .model import CCDRecord, ExposureRecord, NightData, median_of_known

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from ..config import IngestSettings
-from ..state import StateDB
+from ..statedb import StateDB
 from ..states import TaskState
 from . import percentile
 

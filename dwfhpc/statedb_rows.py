@@ -1,4 +1,4 @@
-"""The rows the state DB returns (:mod:`dwfhpc.state`): parts, tasks, submissions, node exclusions."""
+"""The rows the state DB returns (:mod:`dwfhpc.statedb`): parts, tasks, submissions, node exclusions."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ ACTIVE = tuple(sorted(TASK_ACTIVE))  # task states in the scheduler's hands (kep
 FINAL = tuple(sorted(TASK_FINAL))
 
 
-from .state_rows import NodeExclusion, PartRow, SubmissionRow, TaskRow, _part_row, _task_row  # noqa: E402,F401
+from .statedb_rows import NodeExclusion, PartRow, SubmissionRow, TaskRow, _part_row, _task_row  # noqa: E402,F401
 
 
 class StateDB(Database):
