@@ -326,7 +326,7 @@ def run_mode(mode: str, root: Path, staged, masters: Path, offsets: list[float],
         p = parts[t.part]
         rows.append({"part": t.part, "ccd": t.ccd, "state": str(t.state), "attempt": t.attempt, "job_id": t.job_id,
                      "t_inbox": p.t_inbox, "t_verified": p.t_verified, "t_submitted": t.t_submitted,
-                     "result": t.result, "warmup": p.expnum == BASE_EXPNUM,
+                     "result": t.result.to_dict() if t.result else None, "warmup": p.expnum == BASE_EXPNUM,
                      "log": (str(submitit.SlurmJob(folder=site.path(site.ingest.jobs_dir) / "%j",
                                                    job_id=t.job_id).paths.stdout)  # submitit logs to stdout
                              if not workers and t.job_id else None)})

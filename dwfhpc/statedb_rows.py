@@ -54,7 +54,7 @@ class TaskRow:
     job_id: str | None
     missing_since: float | None
     reason: str | None
-    result: dict | None  # the node's result as JSON (:meth:`task_result` for the validated dataclass)
+    result: TaskResult | None  # the node's result (stored as its JSON)
     t_queued: float | None
     t_submitted: float | None
     t_started: float | None
@@ -67,12 +67,6 @@ class TaskRow:
     def attempts_used(self) -> int:
         """Attempts counted against ``ingest.max_attempts`` (failures on a node's resources are not)."""
         return self.attempt - self.first_attempt + 1 - self.resource_retries
-
-    def task_result(self) -> TaskResult | None:
-        """The stored result as a :class:`~dwfhpc.node.result.TaskResult` (raises ResultError if it does not validate)."""
-        from .node.result import TaskResult
-
-        return TaskResult.from_dict(self.result) if self.result is not None else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +114,17 @@ def _part_row(r: sqlite3.Row) -> PartRow:
 def _task_row(r: sqlite3.Row) -> TaskRow:
     d = dict(r)
     d["state"] = TaskState(d["state"])
-    d["result"] = json.loads(d["result"]) if d["result"] else None
+    d["result"] = _stored_result(d["result"]) if d["result"] else None
     d["prior_shift"] = tuple(json.loads(d["prior_shift"])) if d["prior_shift"] else None
     return TaskRow(**d)
+
+
+def _stored_result(text: str) -> TaskResult:
+    """A stored result's JSON as a TaskResult; one that no longer validates (written by another dwfhpc, or
+    edited by hand) is read as a failure that says so, so that the report and status still show the task."""
+    from .node.result import ErrorKind, ResultError, TaskResult
+
+    try:
+        return TaskResult.from_json(text)
+    except ResultError as exc:
+        return TaskResult(error=f"stored result unreadable: {exc}", error_kind=ErrorKind.OTHER)

@@ -18,7 +18,8 @@ from dwfhpc.db import install_event_handler, remove_event_handler
 from dwfhpc.ingest.collector import Collector
 from dwfhpc.ingest.executors import Outcome, read_result_file
 from dwfhpc.node import result_path
-from dwfhpc.node.result import ErrorKind, ResultError, TaskResult, TaskStatus
+from dwfhpc.node.result import (ErrorKind, QaSummary, ResultError, TaskResult, TaskStatus, WcsStatus,
+                                WorkerRun)
 from dwfhpc.statedb import MIGRATIONS, StateDB
 from dwfhpc.states import TASK_FINAL, PartState, TaskState, part_state_from_tasks
 from fakes import FakeExecutor
@@ -87,8 +88,7 @@ def test_done_records_the_result_and_the_part_state(db):
     assert col.poll(5.0)["done"] == 2
     t = task(db, 1)
     assert (t.state, t.t_started, t.t_finished, t.reason) == ("done", 10.0, 20.0, None)
-    assert t.result["qa"] == {"fwhm_arcsec": 1.1} and t.result["status"] == "ok" and t.result["version"] == 1
-    assert t.task_result().ok
+    assert t.result.qa.fwhm_arcsec == 1.1 and t.result.ok and t.result.version == 1
     assert db.part(PART).state == PartState.DONE and db.part(PART).t_done == 5.0
     assert ex.queries == 3  # one scheduler query per poll
 
@@ -127,7 +127,7 @@ def test_integrity_is_not_retried(db):
     assert counts == {"done": 1, "failed": 1, "retried": 0, "lost": 0}
     t = task(db, 1)
     assert (t.state, t.attempt, t.reason) == ("failed", 1, error)
-    assert t.result["error_kind"] == "integrity" and t.t_started == 10.0
+    assert t.result.error_kind == ErrorKind.INTEGRITY and t.t_started == 10.0
     assert db.part(PART).state == PartState.FAILED  # every task final, not all done
     assert db.part(PART).reason == f"CCD 1 failed: {error}"  # the part says why, naming the CCD
     events = db.events(level="error")
@@ -189,7 +189,7 @@ def test_wcs_failure_is_retried_with_the_neighbours_shift(db):
     assert (t.state, t.attempt, t.prior_shift) == ("queued", 2, (0.4, -0.2))
     assert t.reason.startswith("WCS check failed (12 matches); retrying with the neighbours' shift +0.40\"")
     assert attempt(db, ex, col, {4: bad}, 5.0)["done"] == 1  # out of attempts: done, its WCS flagged
-    assert task(db, 4).result["wcs"]["status"] == "failed"
+    assert task(db, 4).result.wcs.status == WcsStatus.FAILED
 
 
 def test_unreadable_result_is_a_retried_failure(db, tmp_path):
@@ -233,6 +233,38 @@ def test_task_result_round_trip_and_validation(tmp_path):
     assert not bad.ok and bad.error_kind == ErrorKind.OTHER and str(result_path(spec, 0)) in bad.error
     result_path(spec, 0).write_text(r.to_json())
     assert read_result_file(spec, 0) == r
+
+
+def test_typed_qa_wcs_worker_and_masters_keep_the_json_and_come_back_typed_from_the_state_db(db):
+    """qa / wcs / worker / masters are dataclasses in Python and the same flat JSON objects on disk."""
+    stored = {"status": "ok", "version": 1, "ccd": 1, "started": 10.0, "finished": 20.0, "timings": {"total": 3.0},
+              "qa": {"fwhm_arcsec": 1.2, "n_sources": 40, "sky": 100.5, "field": "COSMOS", "backend": "embedded"},
+              "wcs": {"status": "ok", "n_match": 12, "dx": 0.3, "dy": -0.1, "rms": 0.05, "reason": ""},
+              "worker": {"name": "w1", "job_id": "7_0", "claimed": 9.0, "preload_seconds": 0.2, "task_number": 3},
+              "masters": {"bias": "/m/b.fits", "flat": None, "bias_night": "2024-01-01", "flat_night": None,
+                          "fallback": True}}
+    r = TaskResult.from_dict(stored)
+    assert isinstance(r.qa, QaSummary) and r.qa.n_sources == 40 and r.qa.extra == {"field": "COSMOS",
+                                                                                    "backend": "embedded"}
+    assert r.wcs.status == WcsStatus.OK and r.wcs.shift == (0.3, -0.1)
+    assert isinstance(r.worker, WorkerRun) and r.worker.job_id == "7_0" and r.masters.fallback is True
+    back = json.loads(r.to_json())
+    assert {k: back[k] for k in stored} == stored  # the same JSON, key for key
+    assert TaskResult(wcs={"status": "failed", "reason": "3 matches"}).wcs.shift is None
+    with pytest.raises(ResultError, match="qa.n_sources must be an integer or null"):
+        TaskResult.from_dict({**stored, "qa": {"n_sources": "many"}})
+    with pytest.raises(ResultError, match="wcs.status must be one of"):
+        TaskResult.from_dict({**stored, "wcs": {"status": "maybe"}})
+    # the state DB keeps the JSON and returns the dataclass
+    add_part(db, ccds=(1, 2))
+    db.finish(PART, 1, r, now=21.0)
+    row = task(db, 1)
+    assert isinstance(row.result, TaskResult) and row.result == r
+    assert json.loads(db.rows("SELECT result FROM tasks WHERE ccd=1")[0]["result"])["qa"] == stored["qa"]
+    # a stored result that no longer validates is read as a failure that says so (the report still shows it)
+    db.execute("UPDATE tasks SET result=? WHERE ccd=2", ('{"status": "ok", "version": 7}',))
+    odd = task(db, 2).result
+    assert not odd.ok and "stored result unreadable" in odd.error and "version 7" in odd.error
 
 
 # --------------------------------------------------------------------------- state DB

@@ -105,13 +105,13 @@ def test_demo_night_with_the_slurm_executor(slurm_cluster, tmp_path, mode):
     assert summary["calibrated"] == 4 and summary["lost"] == 0 and summary["failed"] == 0
     with StateDB(workdir / "cluster" / "state.sqlite") as db:
         subs, tasks = db.submissions(), db.tasks()
-        assert all(t.result["status"] == "ok" for t in tasks)
+        assert all(t.result.ok for t in tasks)
         if mode == "arrays":
             assert {s.executor for s in subs} == {"slurm"} and all(s.job_id.isdigit() for s in subs)
-            assert not any(t.result.get("worker") for t in tasks)
+            assert not any(t.result.worker for t in tasks)
         else:  # every CCD (calibration frames too) run by one of the 2 Slurm worker tasks
             assert {s.executor for s in subs} == {"slurm+workers"}
-            workers = {t.result["worker"]["job_id"] for t in tasks}
+            workers = {t.result.worker.job_id for t in tasks}
             assert 1 <= len(workers) <= 2 and all(w.split("_")[0].isdigit() for w in workers), workers
 
 

@@ -106,7 +106,7 @@ def test_local_night_files_calibrations_builds_masters_and_calibrates(parts_cach
         lib = site.path(site.calibration.library) / NIGHT
         assert sorted(p.name for p in lib.rglob("*.fits*")) and (site.path(site.calibration.masters) / NIGHT).is_dir()
         sci = db.tasks(expid="DECam_01100003")
-        assert all(t.result["status"] == "ok" for t in sci)
+        assert all(t.result.ok for t in sci)
         assert products(tmp_path) == ["DECam_01100003_25.cal.fits.fz", "DECam_01100003_32.cal.fits.fz"]
         # the science task started after the masters were built (it waited for them)
         assert min(t.t_submitted for t in sci) >= db.masters_built(NIGHT)
@@ -360,7 +360,7 @@ def test_slurm_array_runs_and_is_collected(slurm_cluster, parts_cache, tmp_path)
         (sub,) = db.submissions()
         assert sub.name == "dwf-DECam_01100003-p1" and sub.job_id.isdigit()
         assert sorted(t.job_id for t in db.tasks()) == [f"{sub.job_id}_0", f"{sub.job_id}_1"]
-        assert all(t.result["host"] for t in db.tasks())
+        assert all(t.result.host for t in db.tasks())
         assert ingest.executor.queries <= ingest.polls  # one scheduler query per poll at most
     finally:
         ingest.close()

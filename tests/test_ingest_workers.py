@@ -20,17 +20,13 @@ from dwfhpc.workers import WorkQueue
 from test_ingest import NIGHT, deliver, parts_cache, products, site_for  # noqa: F401  (fixture)
 
 
-def _results(db) -> list[dict]:
-    return [t.result for t in db.tasks() if t.result]
-
-
 def _assert_each_ccd_once(site, db) -> None:
     """Every CCD done exactly once: one ok result per task, products once, one worker result each."""
     tasks = db.tasks()
     assert tasks and all(t.state == "done" for t in tasks), [(t.part, t.ccd, t.state, t.reason) for t in tasks]
     keys = [(t.expid, t.ccd) for t in tasks]
     assert len(keys) == len(set(keys))
-    assert all((t.result or {}).get("worker") for t in tasks), "a CCD ran outside the workers"
+    assert all((t.result and t.result.worker) for t in tasks), "a CCD ran outside the workers"
 
 
 def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp_path, capsys):
@@ -43,7 +39,7 @@ def test_local_workers_calibrate_a_night_with_masters_and_drain(parts_cache, tmp
         assert ingest.idle()
         _assert_each_ccd_once(site, ingest.db)
         assert products(tmp_path) == sorted(f"DECam_0110000{e}_{c}.cal.fits.fz" for e in (3, 4) for c in (25, 32))
-        workers = {t.result["worker"]["name"] for t in ingest.db.tasks()}
+        workers = {t.result.worker.name for t in ingest.db.tasks()}
         assert 1 <= len(workers) <= 2  # the same two warm processes ran every CCD
         assert ingest.executor.started_workers == 2
         # the masters built mid-night reached the workers: science ran on generation >= 1
@@ -130,7 +126,7 @@ def test_slurm_workers_scancel_mid_task_retried_by_another_without_duplicates(sl
         ingest.run(drain=True, timeout=300)
         _assert_each_ccd_once(site, ingest.db)
         retried = [t for t in ingest.db.tasks() if t.attempt > 1]
-        assert retried and all(t.result["worker"]["job_id"] != victim for t in retried)  # another worker took it
+        assert retried and all(t.result.worker.job_id != victim for t in retried)  # another worker took it
         assert ingest.executor.started_workers >= 3  # the cancelled worker was replaced
         # four CCDs, four product sets, nothing written twice (one .cal per CCD)
         assert products(tmp_path) == sorted(f"DECam_01100006_{c:02d}.cal.fits.fz" for c in (1, 2, 3, 4))
@@ -169,7 +165,7 @@ def test_slurm_worker_near_walltime_is_replaced_with_no_gap(slurm_cluster, parts
         ingest.run(drain=True, timeout=300)
         _assert_each_ccd_once(site, ingest.db)
         later = ingest.db.tasks(expid="DECam_01100004")
-        assert all(t.result["worker"]["name"] != first for t in later)
+        assert all(t.result.worker.name != first for t in later)
     finally:
         ingest.close()
     _wait(lambda: not _our_workers(slurm_cluster), 120, "the drained workers to leave the queue")

@@ -161,7 +161,7 @@ def test_fallback_masters_recorded_in_the_product_header_and_the_state_db(world,
         db.add_part(m, stem=parts["sci"].tar.name[:-4], tar=str(parts["sci"].tar),
                     manifest_path=str(parts["sci"].manifest), t_inbox=time.time(), mem_gb=1, time_minutes=5)
         db.finish(f"{SCI}.p1of1", 25, TaskResult.from_dict(result))
-        assert db.task(f"{SCI}.p1of1", 25).task_result().masters["fallback"] is True
+        assert db.task(f"{SCI}.p1of1", 25).result.masters.fallback is True
         rows = db.rows("SELECT ccd, json_extract(result, '$.masters.bias_night') AS n FROM tasks"
                        " WHERE json_extract(result, '$.masters.fallback')")
         assert [(r["ccd"], r["n"]) for r in rows] == [(25, THREE_DAYS)]
@@ -261,7 +261,7 @@ def test_reprocess_fallback_masters_reruns_exactly_those_ccds_with_tonights(worl
     with StateDB(site.path(site.ingest.state_db)) as db:
         first = db.tasks(expid=SCI)
         assert [t.state for t in first] == ["done", "done"]
-        assert all(t.result["masters"]["fallback"] and t.result["masters"]["bias_night"] == THREE_DAYS for t in first)
+        assert all(t.result.masters.fallback and t.result.masters.bias_night == THREE_DAYS for t in first)
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(site.model_dump(mode="json", exclude={"source"})))
     cfg = ["--config", str(config)]
@@ -276,7 +276,7 @@ def test_reprocess_fallback_masters_reruns_exactly_those_ccds_with_tonights(worl
     drain(site)
     with StateDB(site.path(site.ingest.state_db)) as db:
         assert db.masters_built(NIGHT) is not None
-        assert all(t.result["masters"]["fallback"] is False for t in db.tasks(expid=SCI2))
+        assert all(t.result.masters.fallback is False for t in db.tasks(expid=SCI2))
     assert main(["reprocess", "--night", NIGHT, "--fallback-masters", "--json", *cfg]) == 0
     outcome = json.loads(capsys.readouterr().out)
     assert sorted((r["part"], r["ccd"]) for r in outcome["requeued"]) == [(f"{SCI}.p1of1", c) for c in CCDS]
@@ -285,7 +285,7 @@ def test_reprocess_fallback_masters_reruns_exactly_those_ccds_with_tonights(worl
         again = db.tasks(expid=SCI)
         assert [(t.state, t.attempt) for t in again] == [("done", 2), ("done", 2)]
         for t in again:
-            assert t.result["masters"] == {"bias": str(master_path(masters, NIGHT, "bias", t.ccd)),
+            assert t.result.masters.to_dict() == {"bias": str(master_path(masters, NIGHT, "bias", t.ccd)),
                                            "flat": str(master_path(masters, NIGHT, "flat", t.ccd, "g")),
                                            "bias_night": NIGHT, "flat_night": NIGHT, "fallback": False}
         assert [t.attempt for t in db.tasks(expid=SCI2)] == [1, 1]  # not selected

@@ -101,9 +101,9 @@ def test_ingest_array_spreads_over_nodes_and_only_products_reach_the_shared_tree
     with StateDB(site.path(site.ingest.state_db)) as db:
         tasks = db.tasks()
     assert len(tasks) == 6 and {t.state for t in tasks} == {"done"}, [(t.ccd, t.state, t.reason) for t in tasks]
-    hosts = {t.result["host"] for t in tasks}
+    hosts = {t.result.host for t in tasks}
     assert hosts <= set(NODES) and len(hosts) >= 2, hosts  # an array's tasks ran on more than one node
-    assert all(t.result["scratch"].startswith(f"{SCRATCH}/dwfhpc-") for t in tasks)
+    assert all(t.result.scratch.startswith(f"{SCRATCH}/dwfhpc-") for t in tasks)
     assert products(work) == sorted([f"DECam_01100006_{k:02d}.cal.fits.fz" for k in (1, 2, 3, 4)]
                                     + ["DECam_01100003_25.cal.fits.fz", "DECam_01100003_32.cal.fits.fz"])
     # scratch was cleaned on every node, never used on the host, never created on the shared tree
@@ -128,13 +128,13 @@ def test_two_warm_workers_on_different_nodes_never_run_the_same_ccd(nodes_cluste
         keys = [(t.expid, t.ccd) for t in tasks]
         assert len(keys) == len(set(keys))
         assert all(t.attempt == 1 for t in tasks)  # nothing lost, nothing run twice
-        assert all((t.result or {}).get("worker") for t in tasks), "a CCD ran outside the workers"
+        assert all((t.result and t.result.worker) for t in tasks), "a CCD ran outside the workers"
         # the two workers' heartbeats name two different nodes; every CCD ran on the node of its worker
         beats = {b.worker: b.host for b in WorkQueue(worker_queue_root(site)).beats()}
         assert len(beats) == 2 and len(set(beats.values())) == 2 and set(beats.values()) <= set(NODES), beats
         for t in tasks:
-            assert t.result["host"] == beats[t.result["worker"]["name"]]
-            assert t.result["scratch"].startswith(f"{SCRATCH}/dwfhpc-")
+            assert t.result.host == beats[t.result.worker.name]
+            assert t.result.scratch.startswith(f"{SCRATCH}/dwfhpc-")
         assert ingest.executor.started_workers == 2
     finally:
         ingest.close()

@@ -70,14 +70,14 @@ def test_a_node_with_full_scratch_is_excluded_and_every_ccd_ends_done_elsewhere(
         events = [e["message"] for e in reversed(db.events(500))]
     finally:
         ingest.close()
-    where = [(t.ccd, t.state, t.attempt, t.resource_retries, (t.result or {}).get("host"), t.reason) for t in tasks]
+    where = [(t.ccd, t.state, t.attempt, t.resource_retries, (t.result.host if t.result else None), t.reason) for t in tasks]
     # dwfn2 failed at least `threshold` CCDs, all on its scratch, and nothing else failed anywhere
     assert len(failures) >= threshold, (failures, where)
     assert {f["node"] for f in failures} == {BAD}
     assert all("scratch has" in f["reason"] and "short by" in f["reason"] for f in failures), failures
     # every CCD ended done, on another node, with its attempts unused (resource retries are not attempts)
     assert len(tasks) == 10 and all(t.state == TaskState.DONE for t in tasks), where
-    assert all(t.result["host"] in set(NODES) - {BAD} for t in tasks), where
+    assert all(t.result.host in set(NODES) - {BAD} for t in tasks), where
     assert all(t.attempts_used == 1 for t in tasks), where
     assert sum(t.resource_retries for t in tasks) == len(failures) and all(t.resource_retries <= 5 for t in tasks)
     assert len(products(work)) == 10

@@ -144,7 +144,7 @@ def test_ingest_array_executor_pbs_takes_parts_to_products(pbs, parts_cache, tmp
             assert re.fullmatch(r"\d+\[\]\.\S+", s.job_id), s.job_id  # a PBS Pro array id
             tasks = sorted((t for t in db.tasks() if t.submission == s.id), key=lambda t: t.idx)
             assert [t.job_id for t in tasks] == [s.job_id.replace("[]", f"[{i}]") for i in range(2)]
-            assert all(t.attempt == 1 and t.result["host"] for t in tasks)
+            assert all(t.attempt == 1 and t.result.host for t in tasks)
     scripts = sorted((site.path(site.ingest.jobs_dir)).glob("*.pbs"))
     assert scripts and all("#PBS -J 0-1" in p.read_text() for p in scripts)
     assert products(tmp_path) == sorted(f"DECam_0110000{e}_{c}.cal.fits.fz" for e in (3, 4) for c in (25, 32))
@@ -233,7 +233,7 @@ def test_pbs_workers_claim_ccds_use_the_site_scratch_and_drain(pbs, parts_cache,
         tasks = ingest.db.tasks()
         assert tasks and all(t.state == "done" for t in tasks), [(t.ccd, t.state, t.reason) for t in tasks]
         assert len({(t.expid, t.ccd) for t in tasks}) == len(tasks) == 8
-        workers = [t.result["worker"] for t in tasks]
+        workers = [t.result.worker for t in tasks]
         assert all(w and re.fullmatch(r"\d+\[\d\]\.\S+", w["job_id"]) for w in workers)  # PBS subjobs ran them
         assert 1 <= len({w["name"] for w in workers}) <= 2
         # $PBS_JOBFS, under its bracket-free name (pbs_templates/scratch-names.sh): TMPDIR's would end .TMPDIR
@@ -241,7 +241,7 @@ def test_pbs_workers_claim_ccds_use_the_site_scratch_and_drain(pbs, parts_cache,
             cal = Path(w["calibrations"])
             assert cal.parent.name.endswith(".PBS_JOBFS") and cal.parent.parent == PBS_PREFIX / "tmp", cal
         for t in tasks:  # each CCD's own scratch too
-            assert ".PBS_JOBFS/" in t.result["scratch"], t.result["scratch"]
+            assert ".PBS_JOBFS/" in t.result.scratch, t.result.scratch
         assert not (tmp_path / "fallback").exists()
     finally:
         ingest.close()  # drains the workers: each finishes its CCD and exits

@@ -57,8 +57,6 @@ STATE_CALL_PREFIXES = ("mark_",)
 
 #: justified exceptions: (file under dwfhpc/, word) -> why that literal there is not a state
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("ingest/collector.py", "failed"): "`wcs.get(\"status\") == \"failed\"`: the WCS check's own status (ok | failed | "
-                                       "skipped, set by dwfhpc/calibrate/wcs.py), not a task state",
     ("config_load.py", "missing"): "`kind == \"missing\"`: pydantic's error type of a required value, not a display state",
     ("sip_tpv.py", "B"): "`key.split(\"_\")[0] in (\"A\", \"B\", ...)`: the SIP polynomial's name, not a PBS state",
     ("parts/bounds.py", "T"): "`text in (\"T\", \"F\")`: a FITS logical card value, not a PBS state",

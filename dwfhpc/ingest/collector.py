@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from ..config import IngestSettings
-from ..node.result import ErrorKind, TaskResult, node_name
+from ..node.result import ErrorKind, TaskResult, WcsStatus, node_name
 from ..statedb import StateDB, TaskRow
 from ..scheduler.slurm import waiting as scheduler_waiting
 from ..states import TASK_ACTIVE, QueueEntry, TaskState
@@ -125,11 +125,11 @@ class Collector:
     def _finished(self, t: TaskRow, outcome: Outcome, now: float) -> str:
         result = outcome.result
         if outcome.ok:
-            wcs = result.wcs or {}
-            if t.kind == "science" and wcs.get("status") == "failed" and t.attempts_used < self.max_attempts:
+            wcs = result.wcs
+            if t.kind == "science" and wcs.status == WcsStatus.FAILED and t.attempts_used < self.max_attempts:
                 shift = self.neighbour_shift(t)
                 if shift is not None:
-                    return self._retry(t, f"WCS check failed ({wcs.get('reason') or 'no match'}); "
+                    return self._retry(t, f"WCS check failed ({wcs.reason or 'no match'}); "
                                           f"retrying with the neighbours' shift {shift[0]:+.2f}\", {shift[1]:+.2f}\"",
                                        prior_shift=shift)
             self.db.finish(t.part, t.ccd, result, now)
@@ -209,9 +209,9 @@ class Collector:
         """Median WCS shift of the CCDs of the same exposure whose check succeeded."""
         shifts = []
         for other in self.db.tasks(TaskState.DONE, expid=t.expid):
-            wcs = (other.result or {}).get("wcs") or {}
-            if wcs.get("status") == "ok":
-                shifts.append((wcs.get("dx", 0.0), wcs.get("dy", 0.0)))
+            shift = other.result.wcs.shift if other.result else None
+            if shift is not None:
+                shifts.append(shift)
         if not shifts:
             return None
         arr = np.asarray(shifts, dtype=float)

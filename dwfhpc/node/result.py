@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import DwfError
 
@@ -119,6 +119,134 @@ _CHECKS = {  # JSON key -> (check, what it must be)
 
 
 @dataclass
+class _Summary:
+    """A JSON object of a result with known, typed keys (the dataclass fields) and any others in ``extra``.
+
+    The JSON stays flat (``{"fwhm_arcsec": 1.1, "field": "..."}``): :meth:`to_dict` leaves out the known keys
+    that are None and puts the ``extra`` keys beside them; :meth:`from_dict` reads it back, checking the known
+    keys' types.
+    """
+
+    extra: dict[str, Any] = field(default_factory=dict)  # keys a backend adds (expid, ccd, field, bias, ...)
+    #: known key -> (check of a non-null value, what it must be)
+    CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {}
+    WHAT: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | _Summary | None):
+        if isinstance(data, cls):
+            return data
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ResultError(f"task result key {cls.WHAT!r} must be an object, not {data!r}")
+        known: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in cls.CHECKS:
+                check, what = cls.CHECKS[key]
+                if value is not None and not check(value):
+                    raise ResultError(f"task result key {cls.WHAT}.{key} must be {what} or null, not {value!r}")
+                known[key] = value
+        return cls(**known, extra={k: v for k, v in data.items() if k not in cls.CHECKS})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.CHECKS if getattr(self, name) is not None}
+        return {**out, **self.extra}
+
+
+_NUMBER = (_number, "a number")
+_INT = (_is_int, "an integer")
+
+
+@dataclass
+class QaSummary(_Summary):
+    """What the node measured on the calibrated CCD (:func:`dwfhpc.calibrate.qa.measure_qa`); the product's
+    ``.qa.json`` holds the same and more."""
+
+    sky: float | None = None  # median sky, ADU or electrons
+    sky_noise: float | None = None
+    fwhm_arcsec: float | None = None  # median stellar FWHM
+    ellipticity: float | None = None
+    n_sources: int | None = None
+    n_stars: int | None = None
+    saturated_fraction: float | None = None
+    bad_fraction: float | None = None
+    pixel_scale: float | None = None  # arcsec per pixel
+    CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "sky": _NUMBER, "sky_noise": _NUMBER, "fwhm_arcsec": _NUMBER, "ellipticity": _NUMBER, "n_sources": _INT,
+        "n_stars": _INT, "saturated_fraction": _NUMBER, "bad_fraction": _NUMBER, "pixel_scale": _NUMBER}
+    WHAT: ClassVar[str] = "qa"
+
+
+class WcsStatus(StrEnum):
+    OK = "ok"  # matched the reference catalogue; the shift (dx, dy) was applied
+    FAILED = "failed"  # too few matches or too large a residual: the collector may retry with the neighbours' shift
+    SKIPPED = "skipped"  # not checked (no reference catalogue, a calibration frame, a backend's own WCS)
+
+
+@dataclass
+class WcsSummary(_Summary):
+    """The WCS check of a science CCD (:class:`dwfhpc.calibrate.wcs.WcsResult`); empty when none ran."""
+
+    status: WcsStatus | None = None
+    n_match: int | None = None
+    dx: float | None = None  # arcsec, east (RA * cos Dec), applied to the header
+    dy: float | None = None  # arcsec, north
+    rms: float | None = None  # arcsec, after the shift
+    reason: str | None = None
+    CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "status": (lambda v: v in set(WcsStatus), f"one of {', '.join(WcsStatus)}"), "n_match": _INT,
+        "dx": _NUMBER, "dy": _NUMBER, "rms": _NUMBER, "reason": (_is_str, "a string")}
+    WHAT: ClassVar[str] = "wcs"
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            self.status = WcsStatus(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.status is not None:
+            out["status"] = str(self.status)
+        return out
+
+    @property
+    def shift(self) -> tuple[float, float] | None:
+        """(dx, dy) in arcsec when the check succeeded, else None."""
+        return (self.dx or 0.0, self.dy or 0.0) if self.status == WcsStatus.OK else None
+
+
+@dataclass
+class WorkerRun(_Summary):
+    """Warm-worker mode: which worker ran the CCD, when it claimed it, and its preload."""
+
+    name: str | None = None
+    job_id: str | None = None
+    claimed: float | None = None  # Unix seconds the worker claimed the ticket
+    preload_seconds: float | None = None  # copying the CCD's calibrations to the worker's scratch
+    task_number: int | None = None  # the how-many-th CCD of this worker
+    calibrations: str | None = None  # the worker's calibration cache
+    CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "name": (_is_str, "a string"), "job_id": (_is_str, "a string"), "claimed": _NUMBER,
+        "preload_seconds": _NUMBER, "task_number": _INT, "calibrations": (_is_str, "a string")}
+    WHAT: ClassVar[str] = "worker"
+
+
+@dataclass(frozen=True)
+class MastersUsed:
+    """A science CCD's master bias and flat: paths and nights (None: none used), and whether either is an
+    earlier night's (tonight's were not there yet). JSON keys: :data:`MASTERS_KEYS`."""
+
+    bias: str | None
+    flat: str | None
+    bias_night: str | None
+    flat_night: str | None
+    fallback: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class TaskResult:
     """One node task's result (JSON keys are the field names)."""
 
@@ -139,21 +267,34 @@ class TaskResult:
     products: dict[str, str] = field(default_factory=dict)  # product -> path on the shared FS
     bytes_written: int = 0
     member_bytes: int | None = None
-    qa: dict = field(default_factory=dict)  # fwhm_arcsec, ellipticity, sky, n_sources, ...
-    wcs: dict = field(default_factory=dict)  # status ok|failed|skipped, dx, dy, reason, ...
+    qa: QaSummary = field(default_factory=QaSummary)  # fwhm_arcsec, ellipticity, sky, n_sources, ...
+    wcs: WcsSummary = field(default_factory=WcsSummary)  # status ok|failed|skipped, dx, dy, reason, ...
     host: str | None = None  # the node that ran it (socket.gethostname(); :func:`node_name` for the scheduler's)
     scratch: str | None = None
     interrupted: str | None = None  # the signal's name when one arrived
     warnings: list[str] = field(default_factory=list)
     started: float | None = None  # Unix seconds
     finished: float | None = None
-    worker: dict | None = None  # warm-worker mode: name, job_id, claimed, preload_seconds, task_number
-    masters: dict | None = None  # science: the masters used (MASTERS_KEYS), e.g. an earlier night's as fallback
+    worker: WorkerRun | None = None  # warm-worker mode: name, job_id, claimed, preload_seconds, task_number
+    masters: MastersUsed | None = None  # science: the masters used, e.g. an earlier night's as fallback
     version: int = VERSION
+
+    def __post_init__(self) -> None:
+        self.qa = QaSummary.from_dict(self.qa)  # an object given as a mapping (the JSON's form) is typed here
+        self.wcs = WcsSummary.from_dict(self.wcs)
+        if isinstance(self.worker, Mapping):
+            self.worker = WorkerRun.from_dict(self.worker)
+        if isinstance(self.masters, Mapping):
+            self.masters = MastersUsed(**self.masters)
 
     @property
     def ok(self) -> bool:
         return self.status == TaskStatus.OK
+
+    @property
+    def node(self) -> str | None:
+        """The scheduler's name of the node that ran the task (:func:`node_name` of ``host``)."""
+        return node_name(self.host)
 
     def fail(self, error: str, kind: ErrorKind) -> None:
         """Mark this result failed with ``error`` of ``kind``."""
@@ -162,6 +303,9 @@ class TaskResult:
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["qa"], d["wcs"] = self.qa.to_dict(), self.wcs.to_dict()
+        d["worker"] = self.worker.to_dict() if self.worker is not None else None
+        d["masters"] = self.masters.to_dict() if self.masters is not None else None
         d["status"] = str(self.status)
         d["error_kind"] = str(self.error_kind) if self.error_kind is not None else None
         return d
@@ -229,5 +373,5 @@ def _legacy_kind(error: str) -> ErrorKind:
     return ErrorKind.OTHER
 
 
-__all__ = ["VERSION", "READABLE_VERSIONS", "MASTERS_KEYS", "ErrorKind", "ResultError", "TaskResult", "TaskStatus",
-           "node_name"]
+__all__ = ["VERSION", "READABLE_VERSIONS", "MASTERS_KEYS", "ErrorKind", "QaSummary", "ResultError", "TaskResult",
+           "TaskStatus", "MastersUsed", "WcsStatus", "WcsSummary", "WorkerRun", "node_name"]

@@ -31,7 +31,7 @@ from ..instruments import instrument_for
 from ..layout import ccd_stem, product_paths
 from ..parts import read_manifest
 from .calfiling import file_calibration_frame
-from .result import ErrorKind, TaskResult, TaskStatus
+from .result import ErrorKind, MastersUsed, QaSummary, TaskResult, TaskStatus, WcsSummary
 from .scratch import SIGNALS, TaskInterrupted, scratch_trouble, task_scratch
 from .spec import TaskSpec, result_path, task_index
 from ..parts.bounds import check_manifest_bounds
@@ -63,12 +63,12 @@ def find_masters(spec: TaskSpec, ccd: int) -> tuple[MasterChoice | None, MasterC
     return bias, flat
 
 
-def masters_provenance(bias: MasterChoice | None, flat: MasterChoice | None) -> tuple[dict, dict[str, tuple]]:
+def masters_provenance(bias: MasterChoice | None, flat: MasterChoice | None) -> tuple[MastersUsed, dict[str, tuple]]:
     """What the result records (``TaskResult.masters``) and the product's header cards, for the masters used."""
     fallback = any(m is not None and m.fallback for m in (bias, flat))
-    used = {"bias": str(bias.path) if bias else None, "flat": str(flat.path) if flat else None,
-            "bias_night": bias.night if bias else None, "flat_night": flat.night if flat else None,
-            "fallback": fallback}
+    used = MastersUsed(bias=str(bias.path) if bias else None, flat=str(flat.path) if flat else None,
+                       bias_night=bias.night if bias else None, flat_night=flat.night if flat else None,
+                       fallback=fallback)
     cards = {"MBIAS": (bias.path.name if bias else "none", "master bias file"),
              "MBIASNT": (bias.night if bias else "none", "night of the master bias"),
              "MFLAT": (flat.path.name if flat else "none", "master flat file"),
@@ -253,8 +253,8 @@ def run_spec_result(spec: TaskSpec, index: int, *, spec_path: str | os.PathLike[
                 out = _calibrate(spec, ccd, staged.source, scratch, result, pixels=staged.in_memory)
                 timings["calibrate"] = out.timings.get("calibrate", 0.0)
                 timings["qa"] = out.timings.get("qa", 0.0)
-                result.qa = {k: v for k, v in out.qa.items() if k != "wcs"}
-                result.wcs = dict(out.wcs or {})
+                result.qa = QaSummary.from_dict({k: v for k, v in out.qa.items() if k != "wcs"})
+                result.wcs = WcsSummary.from_dict(out.wcs)
                 step = "copyback"
                 t = time.perf_counter()
                 targets = product_paths(Path(spec.products), spec.night, spec.expid, ccd)

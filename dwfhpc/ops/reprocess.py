@@ -129,8 +129,8 @@ def _listing(values: list[str], limit: int = 12) -> str:
 
 def calibrated_with_fallback(task: TaskRow) -> bool:
     """A done science CCD whose result says it was calibrated with an earlier night's masters."""
-    masters = (task.result or {}).get("masters") or {}
-    return task.state == TaskState.DONE and task.kind == "science" and masters.get("fallback") is True
+    masters = task.result.masters if task.result else None
+    return task.state == TaskState.DONE and task.kind == "science" and masters is not None and masters.fallback
 
 
 def tonights_masters(site: SiteSettings, db: StateDB, task: TaskRow) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SiteSettings
+from ..node.result import QaSummary, WcsSummary
 from ..statedb import StateDB, TaskRow
 from ..states import TASK_DISPLAY, PartState, TaskState
 from .counts import ccd_counts
@@ -32,7 +33,7 @@ def _stages(tasks: list[TaskRow], arrived: dict[str, float]) -> dict[str, float]
     ok = [t for t in tasks if t.state == TaskState.DONE and t.result]
     if not ok:
         return {}
-    tm = [t.result.get("timings", {}) for t in ok]
+    tm = [t.result.timings for t in ok]
 
     def med(*keys: str) -> float:
         return float(np.median([sum(x.get(k, 0.0) for k in keys) for x in tm]))
@@ -62,12 +63,12 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
         eparts = [p for p in parts if p.expid == expid]
         ets = by_exp.get(expid, [])
         first = eparts[0]
-        qa = [(t.result or {}).get("qa", {}) for t in ets if t.state == TaskState.DONE]
+        qa = [t.result.qa for t in ets if t.state == TaskState.DONE and t.result]
         rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
                              field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == TaskState.DONE for t in ets),
                              stages=_stages(ets, {p.stem: p.t_inbox for p in eparts if p.t_inbox}),
-                             fwhm=median_of_known(q.get("fwhm_arcsec") for q in qa),
-                             sky=median_of_known(q.get("sky") for q in qa), nsources=median_of_known(q.get("n_sources") for q in qa))
+                             fwhm=median_of_known(q.fwhm_arcsec for q in qa),
+                             sky=median_of_known(q.sky for q in qa), nsources=median_of_known(q.n_sources for q in qa))
         row = journal.exposure(expid) if journal else None
         rec.t_complete = row.t_complete if row and row.t_complete else min(p.t_inbox or 0 for p in eparts) or None
         if row and row.t_complete and row.t_packed:
@@ -78,11 +79,10 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
             rec.t_products = max(t.t_finished for t in ets if t.t_finished)
         exposures.append(rec)
         for t in ets:
-            q = (t.result or {}).get("qa", {})
+            q, w = (t.result.qa, t.result.wcs) if t.result else (QaSummary(), WcsSummary())
             ccds.append(CCDRecord(expid, t.ccd, TASK_DISPLAY[TaskState(t.state)], t.attempt, t.reason,
-                                  fwhm=q.get("fwhm_arcsec"), ellipticity=q.get("ellipticity"), sky=q.get("sky"),
-                                  nsources=q.get("n_sources"),
-                                  wcs_status=((t.result or {}).get("wcs") or {}).get("status")))
+                                  fwhm=q.fwhm_arcsec, ellipticity=q.ellipticity, sky=q.sky, nsources=q.n_sources,
+                                  wcs_status=str(w.status) if w.status else None))
     if journal:
         journal.close()
     inst = instrument or (parts[0].instrument if parts else site.instrument)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import DwfError
-from ..node.result import ErrorKind, TaskResult
+from ..node.result import ErrorKind, TaskResult, WorkerRun
 from ..node.run import run_spec_result, write_result
 from ..node.scratch import SIGNALS, scratch_root, scratch_trouble
 from ..node.spec import TaskSpec
@@ -188,9 +188,9 @@ class Worker:
             kind = ErrorKind.RESOURCE if scratch_trouble(exc, self.scratch) else ErrorKind.OTHER  # masters copy: full scratch
             result = TaskResult(error=f"{exc}", error_kind=kind, index=ticket.index, spec=ticket.spec,
                                 ccd=ticket.ccd, started=t_claimed, finished=time.time(), host=socket.gethostname())
-        result.worker = {"name": self.name, "job_id": self.job_id, "claimed": t_claimed,
-                         "preload_seconds": round(preload, 4), "task_number": self.tasks + 1,
-                         "calibrations": str(self.cache.root)}
+        result.worker = WorkerRun(name=self.name, job_id=self.job_id, claimed=t_claimed,
+                                  preload_seconds=round(preload, 4), task_number=self.tasks + 1,
+                                  calibrations=str(self.cache.root))
         write_result(ticket.spec, ticket.index, result)
         self.queue.finish(self.name, ticket)
         return result
