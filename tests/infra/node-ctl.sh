@@ -14,8 +14,9 @@ P=${SLURM_PREFIX:-/var/tmp/dwf-slurm-nodes}
 . "$P/nodes.env"
 export SLURM_CONF
 V=$P/var; ND=$P/nodes
+# shellcheck source-path=SCRIPTDIR source=slurm-lib.sh
+. "$(dirname "$0")/slurm-lib.sh"   # alive
 usage() { sed -n '2,9p' "$0" >&2; exit 2; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 known() { case " $NODES " in *" $1 "*) ;; *) echo "unknown node '$1' (nodes: $NODES)" >&2; exit 2;; esac; }
 
 start() {

@@ -20,75 +20,34 @@ NODE=$(hostname -s); CPUS=${SLURM_CPUS:-4}
 MEM=$(( $(awk '/MemTotal/{print $2}' /proc/meminfo) / 1024 - 1024 ))
 V=$P/var; M=$V/munge; SOCK=$M/munge.socket
 export SLURM_CONF=$P/slurm.conf
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source-path=SCRIPTDIR source=slurm-lib.sh
+. "$(dirname "$0")/slurm-lib.sh"
 
 # 1. packages (only what is missing; policy-rc.d/no-systemd means nothing auto-starts)
-pk="munge slurmctld slurmd slurm-client"; [ "$WITH_DBD" = 1 ] && pk="$pk slurmdbd mariadb-server"
-miss=$(for p in $pk; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
-if [ -n "$miss" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $miss
-fi
+pk=(munge slurmctld slurmd slurm-client); [ "$WITH_DBD" = 1 ] && pk+=(slurmdbd mariadb-server)
+install_missing "${pk[@]}"
 mkdir -p $V/state $V/spool $V/log $V/run $M
 
-# 2. munge with a private key and socket (does not touch /etc/munge or /run/munge)
-chown munge:munge $M; chmod 0755 $M
-[ -s $M/munge.key ] || { mungekey -c -k $M/munge.key; chown munge:munge $M/munge.key; chmod 0400 $M/munge.key; }
-if ! alive $M/munged.pid; then
-  runuser -u munge -- munged -S $SOCK --key-file=$M/munge.key --log-file=$M/munged.log \
-      --pid-file=$M/munged.pid --seed-file=$M/munged.seed
-fi
-for i in $(seq 50); do munge -n -S $SOCK | unmunge -S $SOCK >/dev/null 2>&1 && break; sleep 0.1; done
+# 2. munge with a private key and socket $SOCK (does not touch /etc/munge or /run/munge)
+start_munge $M
 
 # 3. slurm.conf (regenerated; restart daemons only when it changed)
+CTLD_ADDR=127.0.0.1
+CONF_BEFORE[SchedulerParameters]="# batch_sched_delay=0: ~1 s per array wave instead of ~3 s"
+CONF_BEFORE[SlurmdParameters]="# advertise SLURM_CPUS even where the machine has fewer cores (light test tasks share them)"
 if [ "$WITH_DBD" = 1 ]; then
-  ACCT="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
+  ACCT_TYPE=accounting_storage/slurmdbd
+  CONF_AFTER[AccountingStorageType]="AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 # for slurmdbd, AccountingStoragePass = munge socket used on the ctld/client -> dbd link
 AccountingStoragePass=$SOCK"
-else
-  ACCT="AccountingStorageType=accounting_storage/none"
 fi
-cat > $P/slurm.conf.new <<CONF
-ClusterName=$CLUSTER
-SlurmctldHost=$NODE(127.0.0.1)
-SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$SOCK
-StateSaveLocation=$V/state
-SlurmdSpoolDir=$V/spool
-SlurmctldPidFile=$V/run/slurmctld.pid
-SlurmdPidFile=$V/run/slurmd.pid
-SlurmctldLogFile=$V/log/slurmctld.log
-SlurmdLogFile=$V/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/linux
-$ACCT
-JobCompType=jobcomp/filetxt
-JobCompLoc=$V/log/jobcomp.txt
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-# batch_sched_delay=0: ~1 s per array wave instead of ~3 s
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-MaxArraySize=$MAX_ARRAY_SIZE
-MaxJobCount=200000
-MinJobAge=300
-ReturnToService=2
-MpiDefault=none
-# advertise SLURM_CPUS even where the machine has fewer cores (light test tasks share them)
-SlurmdParameters=config_overrides
-MailProg=/bin/true
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-CONF
-changed=0
-cmp -s $P/slurm.conf.new $P/slurm.conf && rm $P/slurm.conf.new || { mv $P/slurm.conf.new $P/slurm.conf; changed=1; }
+{
+  slurm_conf_common
+  echo "NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
+  echo "PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
+} > $P/slurm.conf.new
+changed=$(replace_if_changed $P/slurm.conf.new $P/slurm.conf)
 
 # 4. optional accounting: private mariadb + slurmdbd
 if [ "$WITH_DBD" = 1 ]; then
@@ -102,7 +61,7 @@ if [ "$WITH_DBD" = 1 ]; then
     nohup mariadbd --no-defaults --user=mysql --datadir=$D --socket=$DS --pid-file=$R/mysqld.pid \
       --bind-address=127.0.0.1 --port=$DB_PORT --log-error=$R/mariadb.err \
       --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 >/dev/null 2>&1 &
-    for i in $(seq 100); do mariadb --no-defaults -S $DS -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+    for _ in $(seq 100); do mariadb --no-defaults -S $DS -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
   fi
   mariadb --no-defaults -S $DS -uroot -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
@@ -124,21 +83,16 @@ CONF
   chmod 600 $P/slurmdbd.conf   # slurmdbd refuses a world-readable conf
   if ! alive $V/run/slurmdbd.pid; then
     slurmdbd
-    for i in $(seq 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
+    for _ in $(seq 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
   fi
   sacctmgr -n list cluster format=cluster | grep -qw $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
 fi
 
 # 5. slurmctld + slurmd
-if [ $changed = 1 ]; then
-  for d in slurmd slurmctld; do
-    if alive $V/run/$d.pid; then pid=$(cat $V/run/$d.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; fi
-  done
-fi
-alive $V/run/slurmctld.pid || slurmctld
-for i in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
+if [ "$changed" = 1 ]; then stop_daemon $V/run/slurmd.pid; stop_daemon $V/run/slurmctld.pid; fi
+start_slurmctld
 alive $V/run/slurmd.pid || slurmd
-for i in $(seq 100); do sinfo -h -o %T -n $NODE 2>/dev/null | grep -Eq '^(idle|mixed|allocated)' && break; sleep 0.2; done
-if sinfo -h -o %T -n $NODE | grep -Eq 'down|drain'; then scontrol update nodename=$NODE state=resume; fi
+for _ in $(seq 100); do sinfo -h -o %T -n $NODE 2>/dev/null | grep -Eq '^(idle|mixed|allocated)' && break; sleep 0.2; done
+resume_down $NODE
 echo "export SLURM_CONF=$SLURM_CONF"
 sinfo

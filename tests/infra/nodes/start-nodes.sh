@@ -27,16 +27,12 @@ SHARED=${NODES_SHARED:-/var/tmp/dwf-nodes-shared}
 MEM=$(( $(awk '/MemTotal/{print $2}' /proc/meminfo) / 1024 - 1024 ))
 V=$P/var; M=$V/munge; SOCK=$M/munge.socket; ND=$P/nodes
 export SLURM_CONF=$P/slurm.conf
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source-path=SCRIPTDIR source=../slurm-lib.sh
+. "$H/../slurm-lib.sh"
 NODES=$(seq -f 'dwfn%g' 1 "$N" | tr '\n' ' ')
 
 # 1. packages (only what is missing)
-pk="munge slurmctld slurmd slurm-client iproute2 util-linux"
-miss=$(for p in $pk; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
-if [ -n "$miss" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $miss
-fi
+install_missing munge slurmctld slurmd slurm-client iproute2 util-linux
 mkdir -p "$P" $V/state $V/spool $V/log $V/run $M $ND "$SHARED" "$SCRATCH"
 chmod 1777 "$SHARED"
 # what node-ctl.sh and stop-slurm.sh need to know about this cluster
@@ -51,14 +47,8 @@ SCRATCH_SIZE=$SCRATCH_SIZE
 NODES_SHARED=$SHARED
 ENV
 
-# 2. munge with a private key and socket; the socket path is on the shared FS, so every node reaches it
-chown munge:munge $M; chmod 0755 $M
-[ -s $M/munge.key ] || { mungekey -c -k $M/munge.key; chown munge:munge $M/munge.key; chmod 0400 $M/munge.key; }
-if ! alive $M/munged.pid; then
-  runuser -u munge -- munged -S $SOCK --key-file=$M/munge.key --log-file=$M/munged.log \
-      --pid-file=$M/munged.pid --seed-file=$M/munged.seed
-fi
-for i in $(seq 50); do munge -n -S $SOCK | unmunge -S $SOCK >/dev/null 2>&1 && break; sleep 0.1; done
+# 2. munge with a private key and socket $SOCK; the socket path is on the shared FS, so every node reaches it
+start_munge $M
 
 # 3. network: bridge on the host, one namespace + veth per node
 if ! ip link show $BR >/dev/null 2>&1; then
@@ -88,46 +78,15 @@ cat > $ND/task-prolog.sh <<SH
 exit 0
 SH
 chmod 755 $ND/task-prolog.sh
-{
-cat <<CONF
-ClusterName=$CLUSTER
-SlurmctldHost=$(hostname -s)($NET.1)
-SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$SOCK
-StateSaveLocation=$V/state
-SlurmdSpoolDir=$V/spool/%n
-SlurmctldPidFile=$V/run/slurmctld.pid
-SlurmdPidFile=$V/run/slurmd-%n.pid
-SlurmctldLogFile=$V/log/slurmctld.log
-SlurmdLogFile=$V/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-TaskProlog=$ND/task-prolog.sh
-JobAcctGatherType=jobacct_gather/linux
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$V/log/jobcomp.txt
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-MaxArraySize=$MAX_ARRAY_SIZE
-MaxJobCount=200000
-MinJobAge=300
-# a node that comes back registers and is usable again; a lost one is DOWN after SlurmdTimeout
-ReturnToService=2
-SlurmdTimeout=20
+CTLD_ADDR=$NET.1 SLURMD_PER_NODE=1
+CONF_AFTER[TaskPlugin]="TaskProlog=$ND/task-prolog.sh"
+CONF_BEFORE[ReturnToService]="# a node that comes back registers and is usable again; a lost one is DOWN after SlurmdTimeout"
+CONF_AFTER[ReturnToService]="SlurmdTimeout=20
 SlurmctldTimeout=20
-MessageTimeout=5
-MpiDefault=none
-SlurmdParameters=config_overrides
-MailProg=/bin/true
-TmpFS=$SCRATCH
-CONF
+MessageTimeout=5"
+{
+slurm_conf_common
+echo "TmpFS=$SCRATCH"
 k=0
 for n in $NODES; do
   k=$((k + 1)); echo "NodeName=$n NodeAddr=$NET.$((10 + k)) CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
@@ -135,22 +94,19 @@ done
 # LLN: each task goes to the least loaded node, so even a short array spreads over the nodes
 echo "PartitionName=main Nodes=dwfn[1-$N] Default=YES MaxTime=INFINITE State=UP LLN=YES"
 } > $P/slurm.conf.new
-changed=0
-cmp -s $P/slurm.conf.new $P/slurm.conf && rm $P/slurm.conf.new || { mv $P/slurm.conf.new $P/slurm.conf; changed=1; }
+changed=$(replace_if_changed $P/slurm.conf.new $P/slurm.conf)
 
 # 5. slurmctld on the host, then one slurmd per node (node-ctl.sh knows how to start one)
-if [ $changed = 1 ]; then
+if [ "$changed" = 1 ]; then
   for n in $NODES; do SLURM_PREFIX=$P bash "$H/../node-ctl.sh" lose $n >/dev/null; done
-  if alive $V/run/slurmctld.pid; then pid=$(cat $V/run/slurmctld.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; fi
+  stop_daemon $V/run/slurmctld.pid
 fi
-alive $V/run/slurmctld.pid || slurmctld
-for i in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
+start_slurmctld
 for n in $NODES; do alive $ND/$n.pid || SLURM_PREFIX=$P bash "$H/../node-ctl.sh" start $n; done
-for i in $(seq 150); do
+for _ in $(seq 150); do
   [ "$(sinfo -h -N -o '%N %T' 2>/dev/null | grep -Ec ' (idle|mixed|allocated)$')" -ge "$N" ] && break; sleep 0.2
 done
-for n in $NODES; do
-  if sinfo -h -o %T -n $n | grep -Eq 'down|drain'; then scontrol update nodename=$n state=resume; fi
-done
+# shellcheck disable=SC2086
+resume_down $NODES
 echo "export SLURM_CONF=$SLURM_CONF"
 sinfo -N -o '%N %T %c %m'
