@@ -59,10 +59,8 @@ STATE_CALL_PREFIXES = ("mark_",)
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("config_load.py", "missing"): "`kind == \"missing\"`: pydantic's error type of a required value, not a display state",
     ("sip_tpv.py", "B"): "`key.split(\"_\")[0] in (\"A\", \"B\", ...)`: the SIP polynomial's name, not a PBS state",
-    ("parts/bounds.py", "T"): "`text in (\"T\", \"F\")`: a FITS logical card value, not a PBS state",
-    ("parts/bounds.py", "F"): "`text in (\"T\", \"F\")`: a FITS logical card value, not a PBS state",
-    ("codecs/passthrough.py", "T"): "`text in (\"T\", \"F\")`: a FITS logical card value, not a PBS state",
-    ("codecs/passthrough.py", "F"): "`text in (\"T\", \"F\")`: a FITS logical card value, not a PBS state",
+    ("fitscards.py", "T"): "`_LOGICAL = {\"T\": True, \"F\": False}`: a FITS logical card value, not a PBS state",
+    ("fitscards.py", "F"): "`_LOGICAL = {\"T\": True, \"F\": False}`: a FITS logical card value, not a PBS state",
     ("night.py", "T"): "`\"T\" not in date_obs`: the ISO date/time separator of DATE-OBS, not a PBS state",
 }
 

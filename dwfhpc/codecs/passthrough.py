@@ -33,44 +33,16 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import DwfError, FitsFormatError, IntegrityError
+from ..fitscards import CARD, parse_card, split_cards
 from .base import RAW_DTYPE, Codec, fitsio_records
 
 BLOCK = 2880
-CARD = 80
 
 #: tile-compression algorithms that are lossless on integer pixels
 LOSSLESS_ALGORITHMS = ("RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "PLIO_1", "HCOMPRESS_1", "NOCOMPRESS")
 
 _KEEP = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE", "ZCMPTYPE", "ZBITPIX", "ZNAXIS",
          "ZQUANTIZ", "BZERO", "BSCALE", "CHECKSUM", "DATASUM", "DWFCODEC", "DWFDSUM", "DWFZCMP", "EXTNAME"}
-
-
-def _value(text: str):
-    """The value of a card's value field: str, bool, int, float, or the raw text."""
-    text = text.strip()
-    if text.startswith("'"):
-        out, i = [], 1
-        while i < len(text):
-            if text[i] == "'":
-                if text[i + 1:i + 2] == "'":
-                    out.append("'")
-                    i += 2
-                    continue
-                break
-            out.append(text[i])
-            i += 1
-        return "".join(out).rstrip()
-    text = text.split("/", 1)[0].strip()
-    if text in ("T", "F"):
-        return text == "T"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text.replace("D", "E"))
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True)
@@ -119,14 +91,12 @@ def scan_hdus(path: str | os.PathLike[str], data: bytes | None = None) -> list[H
                 if len(block) < BLOCK:
                     raise FitsFormatError(f"truncated header of HDU {len(spans)}", path)
                 offset += BLOCK
-                text = block.decode("ascii", errors="replace")
-                for i in range(0, BLOCK, CARD):
-                    key = text[i:i + 8].rstrip()
+                for key, card in split_cards(block.decode("ascii", errors="replace")):
                     if key == "END":
                         done = True
                         break
-                    if text[i + 8:i + 10] == "= " and key not in cards and _wanted(key):
-                        cards[key] = _value(text[i + 10:i + CARD])
+                    if key not in cards and _wanted(key) and (value := parse_card(card)[1]) is not None:
+                        cards[key] = value
             first = "SIMPLE" if not spans else "XTENSION"
             if first not in cards:
                 raise FitsFormatError(f"HDU {len(spans)} does not start with {first}", path)

@@ -25,6 +25,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from ..errors import DwfError, IntegrityError
+from ..fitscards import parse_card, split_cards
 from ..instruments import CCDGeometry, get_instrument
 from .manifest import Manifest
 
@@ -123,19 +124,11 @@ def check_manifest_bounds(manifest: Manifest, ccd: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- member files, header only
-def _cards(block: bytes) -> list[tuple[str, str]]:
-    return [(block[i:i + 8].decode("ascii", "replace").rstrip(), block[i:i + 80].decode("ascii", "replace"))
-            for i in range(0, len(block), 80)]
-
-
-def _value(card: str):
-    text = card[10:].split("/", 1)[0].strip() if card[8:10] == "= " else ""
-    if text in ("T", "F"):
-        return text == "T"
-    try:
-        return int(text)
-    except ValueError:
-        return text.strip("'").strip()
+def _int(value) -> int:
+    """A structure keyword as an int; a real (``NAXIS = 2.0``) is refused like any non-integer."""
+    if isinstance(value, float):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
 
 
 def _fits_headers(fh, path) -> list[dict]:
@@ -151,12 +144,12 @@ def _fits_headers(fh, path) -> list[dict]:
             if len(block) < _BLOCK:
                 raise IntegrityError(f"FITS header {len(hdus)} is truncated", path)
             done = False
-            for key, card in _cards(block):
+            for key, card in split_cards(block.decode("ascii", "replace")):
                 if key == "END":
                     done = True
                     break
                 if key and key not in values:
-                    values[key] = _value(card)
+                    values[key] = parse_card(card)[1]  # None: a card without "= "
             if done:
                 break
         else:
@@ -164,12 +157,12 @@ def _fits_headers(fh, path) -> list[dict]:
         hdus.append(values)
         pos += (n + 1) * _BLOCK
         try:
-            naxis = int(values.get("NAXIS", 0))
+            naxis = _int(values.get("NAXIS", 0))
             count = 0 if naxis == 0 else 1
             for i in range(1, naxis + 1):
-                count *= int(values.get(f"NAXIS{i}", 0))
-            nbytes = abs(int(values.get("BITPIX", 8))) // 8 * int(values.get("GCOUNT", 1)) * (
-                int(values.get("PCOUNT", 0)) + count)
+                count *= _int(values.get(f"NAXIS{i}", 0))
+            nbytes = abs(_int(values.get("BITPIX", 8))) // 8 * _int(values.get("GCOUNT", 1)) * (
+                _int(values.get("PCOUNT", 0)) + count)
         except (TypeError, ValueError):
             raise IntegrityError(f"FITS header {len(hdus) - 1}: unreadable structure keywords", path) from None
         pos += -(-nbytes // _BLOCK) * _BLOCK
@@ -202,10 +195,9 @@ def declared_shape(member_path: str | os.PathLike[str]) -> tuple[int, int] | Non
                     z = values.get("ZIMAGE") is True
                     prefix = "ZNAXIS" if z else "NAXIS"
                     naxis = values.get(prefix, 0)
+                    if isinstance(naxis, float) or (naxis and naxis != 2):
+                        raise IntegrityError(f"member declares a {naxis}-D image ({prefix}={naxis}), not a CCD", path)
                     if naxis:
-                        if naxis != 2:
-                            raise IntegrityError(f"member declares a {naxis}-D image ({prefix}={naxis}), not a CCD",
-                                                 path)
                         dims = (values.get(f"{prefix}2"), values.get(f"{prefix}1"))
                         if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
                             raise IntegrityError(f"member declares no integer image size ({prefix}1/2)", path)
