@@ -34,6 +34,7 @@ start() {
       mount -t tmpfs -o mode=1777 "tmp-$n" /tmp
       mount -t tmpfs -o "size=$size,mode=1777" "scratch-$n" "$scratch"
       echo $$ > "$pidfile.new"; mv "$pidfile.new" "$pidfile"
+      cd /  # the caller may sit under /tmp, which is the node'"'"'s own empty tmpfs now
       exec slurmd -D -N "$n"
     ' _ "$n" "$SCRATCH_DIR" "$SCRATCH_SIZE" "$ND/$n.pid" </dev/null >>"$V/log/slurmd-$n.out" 2>&1 &
   for i in $(seq 50); do alive $ND/$n.pid && return 0; sleep 0.1; done
