@@ -122,42 +122,20 @@ class SchedulerState(StrEnum):
 SCHEDULER_RUNNING = frozenset({SchedulerState.RUNNING, SchedulerState.COMPLETING})
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class QueueEntry:
     """One task in the scheduler's queue: its :class:`SchedulerState` and what the scheduler says it waits
     for (Slurm's ``%r``: ``Priority``, ``BeginTime``, ``JobHeldUser``, ...; None where it says nothing).
 
-    It compares equal to another entry with the same state and reason, and to its state (``entry ==
-    SchedulerState.RUNNING``); it hashes as its state.
+    Each scheduler fills it by translating its own words (:mod:`dwfhpc.scheduler`).
     """
 
     state: SchedulerState
     reason: str | None = None
 
-    @classmethod
-    def of(cls, value: QueueEntry | str) -> QueueEntry:
-        """``value`` as an entry: an entry as it is; a state word (an executor that answers with bare states)
-        as that state with no reason (a word no state has: :attr:`SchedulerState.UNKNOWN`)."""
-        if isinstance(value, QueueEntry):
-            return value
-        try:
-            return cls(SchedulerState(value))
-        except ValueError:
-            return cls(SchedulerState.UNKNOWN)
-
     @property
     def running(self) -> bool:
         return self.state in SCHEDULER_RUNNING
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, QueueEntry):
-            return (self.state, self.reason) == (other.state, other.reason)
-        if isinstance(other, str):
-            return self.state == other
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.state)
 
     def __str__(self) -> str:
         return str(self.state)

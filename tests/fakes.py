@@ -67,7 +67,7 @@ def fake_scheduler(kind: str = "slurm", settings: SchedulerSettings | None = Non
 # --------------------------------------------------------------------------- an executor without a scheduler
 from dwfhpc.ingest.executors import ArrayExecutor, ArrayRequest, Outcome, Submitted  # noqa: E402
 from dwfhpc.ingest.executors.base import WorkerRequest  # noqa: E402
-from dwfhpc.states import QueueEntry  # noqa: E402
+from dwfhpc.states import QueueEntry, SchedulerState  # noqa: E402
 
 
 class FakeExecutor(ArrayExecutor):
@@ -115,9 +115,11 @@ class FakeExecutor(ArrayExecutor):
         super().exclude_nodes(nodes)
         self.exclusions.append(dict(nodes))
 
-    def queue(self, task_ids: list[str]) -> dict[str, str | QueueEntry]:
+    def queue(self, task_ids: list[str]) -> dict[str, QueueEntry]:
+        """``in_queue`` as the scheduler would answer it: an entry, or a bare state word given for brevity."""
         self.queries += 1
-        return {t: s for t, s in self.in_queue.items() if t in task_ids}
+        return {t: s if isinstance(s, QueueEntry) else QueueEntry(SchedulerState(s))
+                for t, s in self.in_queue.items() if t in task_ids}
 
     def outcome(self, spec: str, index: int, task_id: str | None, folder: str | None) -> Outcome | None:
         return self.outcomes.get(task_id)

@@ -45,6 +45,7 @@ def test_slurm_queue_says_why_a_task_is_held(slurm_cluster):
     """The collector's one squeue per poll carries Slurm's reason (``%r``): a held task says so."""
     from dwfhpc.config import SchedulerSettings
     from dwfhpc.scheduler import scheduler_for
+    from dwfhpc.states import QueueEntry, SchedulerState
 
     out = slurm_cluster.run("sbatch", "--parsable", "--hold", "--array=0-1", "--wrap", "true", "-o", "/dev/null")
     job = out.stdout.strip().split(";")[0]
@@ -58,7 +59,7 @@ def test_slurm_queue_says_why_a_task_is_held(slurm_cluster):
             assert time.monotonic() < deadline, states
             time.sleep(0.3)
         assert set(states) == {f"{job}_0", f"{job}_1"}  # an unknown task is simply not queued
-        assert all(s == "PENDING" and s.reason == "JobHeldUser" for s in states.values())
+        assert all(s == QueueEntry(SchedulerState.PENDING, "JobHeldUser") for s in states.values())
     finally:
         slurm_cluster.run("scancel", job, check=False)
 

@@ -17,6 +17,7 @@ from dwfhpc.ingest.executors.base import ArrayRequest
 from dwfhpc.ingest.executors.pbs import PbsArrayExecutor
 from dwfhpc.ingest.executors.slurm import SlurmArrayExecutor
 from dwfhpc.scheduler import JOB_PREFIX, Pbs, Resources, Slurm, Torque, job_name, run, scheduler_for
+from dwfhpc.states import QueueEntry, SchedulerState
 from fakes import FakeCall, fake_scheduler
 
 SITE = dict(partition="main", account="p025", qos="high", reservation="dwf-night", queue="workq", time_minutes=90,
@@ -134,11 +135,17 @@ def test_the_job_name_prefix_is_defined_once():
 
 
 # --------------------------------------------------------------------------- queries through the fake call
+def _states(entries: dict[str, QueueEntry]) -> dict[str, SchedulerState]:
+    """The state of each entry (an entry is a :class:`QueueEntry`, never a bare word)."""
+    assert all(isinstance(e, QueueEntry) for e in entries.values()), entries
+    return {k: e.state for k, e in entries.items()}
+
+
 def test_one_squeue_for_many_ids_returns_their_states():
     slurm, fake = fake_scheduler("slurm")
     fake.on("squeue", stdout=SQUEUE)
     states = slurm.queue(["4242_0", "4242_1", "4242_9"], user="dwf")
-    assert states == {"4242_0": "RUNNING", "4242_1": "PENDING"}  # 4242_9 left the queue
+    assert _states(states) == {"4242_0": "RUNNING", "4242_1": "PENDING"}  # 4242_9 left the queue
     assert fake.calls == [["squeue", "-h", "-r", "-u", "dwf", "-o", "%i|%j|%T|%r"]] and slurm.queries == 1
     assert slurm.queue([]) == {} and len(fake.calls) == 1  # nothing to ask: no query
 
@@ -157,8 +164,8 @@ def test_qstat_table_states_are_matched_without_the_server_suffix():
     fake.on("qstat", "-t", stdout=QSTAT)
     ids = pbs.array_task_ids("123[].pbs01", 3)
     assert ids == ["123[0].pbs01", "123[1].pbs01", "123[2].pbs01"]
-    assert pbs.queue(ids) == {"123[0].pbs01": "RUNNING", "123[1].pbs01": "PENDING"}
-    assert pbs.queue(["124"]) == {"124": "HELD"}
+    assert _states(pbs.queue(ids)) == {"123[0].pbs01": "RUNNING", "123[1].pbs01": "PENDING"}
+    assert _states(pbs.queue(["124"])) == {"124": "HELD"}
     assert fake.calls[0] == ["qstat", "-t"]
     assert pbs.array_task_ids("125.pbs01", 1) == ["125.pbs01"]
 
@@ -284,7 +291,7 @@ def test_slurm_executor_queries_once_per_poll_and_passes_attempt_resources(tmp_p
     request = ArrayRequest(part="p", name="dwf-X-p1", spec=tmp_path / "s.json", ntasks=3, mem_gb=12, time_minutes=40)
     params = ex.parameters(request)
     assert (params["mem"], params["time"], params["job_name"]) == ("12288MB", 40, "dwf-X-p1")
-    assert ex.queue(["4242_0", "4242_2"]) == {"4242_0": "RUNNING", "4242_2": "PENDING"} and ex.queries == 1
+    assert _states(ex.queue(["4242_0", "4242_2"])) == {"4242_0": "RUNNING", "4242_2": "PENDING"} and ex.queries == 1
     assert fake.commands() == ["scontrol", "scontrol", "squeue"]
 
 
@@ -301,7 +308,7 @@ def test_pbs_executor_writes_the_attempts_resources_without_copying_the_site(tmp
     assert "#PBS -l mem=8192mb" in text and "#PBS -l walltime=01:00:00" in text and "#PBS -t 0-1%64" in text
     assert site.scheduler.model_dump() == before
     assert sub.job_id == "77[].g2" and sub.task_ids == ["77[0].g2", "77[1].g2"]
-    assert ex.queue(sub.task_ids) == {"77[1].g2": "RUNNING"}
+    assert _states(ex.queue(sub.task_ids)) == {"77[1].g2": "RUNNING"}
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 

@@ -84,7 +84,7 @@ class Collector:
         touched: set[str] = set()
         for t in active:
             if t.job_id in queued:  # still holds its slot (even if its result is already written)
-                entry = QueueEntry.of(queued[t.job_id])  # an executor may still answer with a bare state word
+                entry = queued[t.job_id]
                 if entry.running and (t.state != TaskState.RUNNING or t.missing_since):
                     self.db.mark_running(t.part, t.ccd)
                 elif not entry.running:
