@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 from night_model_sim import *  # noqa: F403 - Params, simulate and the constants the inputs use
@@ -181,11 +180,8 @@ def slurm_figures(ni: dict) -> dict:
 def auto_streams(link_mbit: float, rtt_s: float) -> int:
     """``push.streams: auto``: ``dwfhpc.link.capacity.streams_for_link`` (ceil(link / one ssh stream's
     2 MiB-per-RTT ceiling), 2..64); push then packs at least as many parts as streams."""
-    try:
-        from dwfhpc.link.capacity import streams_for_link
-    except ImportError:  # run from a checkout without the package installed
-        sys.path.insert(0, str(HERE.parent))
-        from dwfhpc.link.capacity import streams_for_link
+    from dwfhpc.link.capacity import streams_for_link  # the package is installed, as for every benchmark
+
     return streams_for_link(link_mbit, rtt_s * 1000.0)
 
 
