@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from .config_load import Strict, _read_yaml, _read_yaml_keys, _validate
 from .errors import ConfigError
 
 # the allowed values of settings, for the command line's choices and the node's checks (typing.get_args)
@@ -29,18 +30,6 @@ Backend = Literal["embedded", "photpipe", "hscpipe"]
 InstrumentName = Literal["decam", "hsc"]
 
 
-class Strict(BaseModel):
-    """Base: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    def checks(self) -> list[tuple[str, str]]:
-        """Problems found after validation, across fields: ``(key relative to this section, problem)``.
-
-        Run by the loaders (not on assignment); their problems join pydantic's in one list. A
-        section's checks run whenever that section validates, whatever is wrong elsewhere.
-        """
-        return []
 
 
 # --------------------------------------------------------------------------- instrument
@@ -366,7 +355,6 @@ def _locate(name_or_path: str | os.PathLike[str]) -> Path:
     return shipped
 
 
-from .config_load import _read_yaml, _read_yaml_keys, _validate  # noqa: E402 - after Strict: it uses it
 
 
 def load_site(name_or_path: str | os.PathLike[str], *, workdir: str | os.PathLike[str] | None = None,

@@ -12,10 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .config import Strict
 from .errors import ConfigError, ConfigProblems
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def checks(self) -> list[tuple[str, str]]:
+        """Problems found after validation, across fields: ``(key relative to this section, problem)``.
+
+        Run by the loaders (not on assignment); their problems join pydantic's in one list. A
+        section's checks run whenever that section validates, whatever is wrong elsewhere.
+        """
+        return []
+
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     return _read_yaml_keys(path)[0]
