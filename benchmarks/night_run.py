@@ -25,8 +25,10 @@ from common.cpusample import table as cpu_table
 from common.procs import dwfhpc, env, say
 from common.slurm import jobcomp_starts, squeue
 from common.tables import load_between, pct, stage_rows
-from common.warm import split_worker_queue
 from common.wan import stream_transport, wanlink
+from dwfhpc.push import Journal
+from dwfhpc.report.timeline import ccd_timelines
+from dwfhpc.statedb import StateDB
 from dwfhpc.states import TASK_FINAL, TaskState
 from night_seed import SEED_CCDS_PER_JOB, SEED_STAGES
 from night_telescope import Telescope
@@ -141,79 +143,48 @@ def cancel_workers(work: Path, slurm: dict) -> None:
         subprocess.run(["scancel", *left], env=env(slurm), capture_output=True, timeout=30)
 
 
-def worker_claims(tasks: list[dict]) -> dict[tuple[str, int], dict]:
-    """Worker mode: (part, CCD) -> ``worker``, ``claimed``, ``preload``, ``wait_worker``, ``dispatch`` of every task done
-    by a warm worker (the result's ``worker``; calibration frames too: they keep workers busy)."""
-    recs = {}
-    for t in tasks:
-        res = json.loads(t["result"]) if t["state"] == TaskState.DONE and t["result"] else {}
-        w = res.get("worker")
-        if w and res.get("finished") and t["t_submitted"]:
-            recs[(t["part"], t["ccd"])] = {"worker": w["name"], "claimed": w["claimed"],
-                                           "preload": w.get("preload_seconds", 0.0), "t_submitted": t["t_submitted"],
-                                           "finished": res["finished"]}
-    split_worker_queue(list(recs.values()))
-    return recs
-
-
 def analyse_ours(run: dict, slurm: dict) -> dict:
-    journal, state = run["journal"], run["state"]
-    jexp = {r["expid"]: dict(r) for r in wanlink.query(journal, "SELECT * FROM exposures")}
-    jpart = {(r["expid"], r["k"]): dict(r) for r in wanlink.query(journal, "SELECT * FROM parts")}
-    sparts = {r["stem"]: dict(r) for r in wanlink.query(state, "SELECT * FROM parts")}
-    tasks = [dict(r) for r in wanlink.query(state, "SELECT * FROM tasks")]
+    """Per-CCD and per-exposure stages of our night from the package's timelines (:mod:`dwfhpc.report.timeline`:
+    the state DB, the push journal and the node results), plus the benchmark's own two times: when the
+    telescope wrote each file, and (arrays) Slurm's StartTime, which splits the queue from the start-up."""
+    with StateDB(run["state"]) as db, Journal(run["journal"]) as journal:
+        lines = ccd_timelines(db, journal)
+        parts, subs = db.parts(), db.submissions()
+        retries = journal.rows("SELECT count(*) n FROM events WHERE message LIKE 'retry%'")[0]["n"]
+        jexp = {e.expid: e for e in journal.exposures()}
     starts = jobcomp_starts(slurm)
-    warm = worker_claims(tasks)  # worker mode: (part, ccd) -> claimed, wait_worker, dispatch (no StartTime per CCD)
+    warm = [t for t in lines if t.worker and t.state == TaskState.DONE]  # calibration frames too: they keep workers busy
     ccds, counts = [], {}
-    for t in tasks:
-        counts[(t["kind"], t["state"])] = counts.get((t["kind"], t["state"]), 0) + 1
-        if t["kind"] != "science" or t["state"] != TaskState.DONE:
+    for t in lines:
+        counts[(t.kind, t.state)] = counts.get((t.kind, t.state), 0) + 1
+        if t.kind != "science" or t.state != TaskState.DONE or t.finished is None:
             continue
-        res = json.loads(t["result"])
-        tm = res.get("timings", {})
-        sp = sparts[t["part"]]
-        e = jexp[t["expid"]]
-        jp = jpart[(t["expid"], sp["k"])]
-        written = run["written"].get(t["expid"])
-        s_start = starts.get(t["job_id"])
-        w = warm.get((t["part"], t["ccd"]))
-        st = {
-            "wait": e["t_complete"] - written,
-            "pack": jp["t_packed"] - e["t_complete"],
-            "transfer": jp["t_confirmed"] - jp["t_packed"],
-            "inbox": sp["t_verified"] - jp["t_confirmed"],
-            "hold": t["t_submitted"] - sp["t_verified"],
-            **({"wait_worker": w["wait_worker"], "dispatch": w["dispatch"], "start": res["started"] - w["claimed"]}
-               if w else
-               {"queue": (s_start - t["t_submitted"]) if s_start else None,
-                "start": (res["started"] - s_start) if s_start else None}),
-            "stage": tm.get("stage", 0) + tm.get("verify", 0) + tm.get("decompress", 0),
-            "calibrate": tm.get("calibrate", 0) + tm.get("qa", 0),
-            "copyback": tm.get("copyback", 0),
-        }
-        total = res["finished"] - written
+        written = run["written"].get(t.expid)
+        st = {"wait": (t.complete - written) if t.complete and written else None, **t.stages()}
+        del st["other"]
+        if not t.worker:  # arrays: no claim; Slurm's StartTime splits submitted -> started
+            s_start = starts.get(t.job_id)
+            st["queue"] = (s_start - t.submitted) if s_start and t.submitted else None
+            st["start"] = (t.started - s_start) if s_start and t.started else None
+        total = t.finished - written
         st["other"] = total - sum(v for v in st.values() if v is not None)
-        ccds.append({"expid": t["expid"], "ccd": t["ccd"], "total": total, "finished": res["finished"],
-                     "attempt": t["attempt"], "stages": st,
-                     **({"worker": w["worker"], "preload": w["preload"]} if w else {})})
+        ccds.append({"expid": t.expid, "ccd": t.ccd, "total": total, "finished": t.finished, "attempt": t.attempt,
+                     "stages": st, **({"worker": t.worker, "preload": t.preload} if t.worker else {})})
     exposures = []
     for expid in sorted({c["expid"] for c in ccds}):
         mine = [c for c in ccds if c["expid"] == expid]
         last = max(mine, key=lambda c: c["finished"])
         e = jexp[expid]
-        first_start = min((x for t in tasks if t["expid"] == expid
-                           for x in [warm[(t["part"], t["ccd"])]["claimed"] if (t["part"], t["ccd"]) in warm
-                                     else starts.get(t["job_id"])] if x), default=None)
+        first_start = min((x for t in lines if t.expid == expid
+                           for x in [t.claimed if t.worker else starts.get(t.job_id)] if x), default=None)
         exposures.append({"expid": expid, "ccds": len(mine), "total": last["total"], "stages": last["stages"],
                           "written": run["written"].get(expid), "finished": last["finished"],
-                          "pack_busy": e["t_packed"] - e["t_pack_start"], "send_busy": e["t_delivered"] - e["t_packed"],
+                          "pack_busy": e.t_packed - e.t_pack_start, "send_busy": e.t_delivered - e.t_packed,
                           "cluster_busy": (last["finished"] - first_start) if first_start else None})
-    subs = wanlink.query(state, "SELECT part FROM submissions")
-    retries = wanlink.query(journal, "SELECT count(*) n FROM events WHERE message LIKE 'retry%'")[0]["n"]
-    return {"ingest_mode": "workers" if warm else "arrays", "workers_seen": len({w["worker"] for w in warm.values()}),
+    return {"ingest_mode": "workers" if warm else "arrays", "workers_seen": len({t.worker for t in warm}),
             "ccds": ccds, "exposures": exposures, "counts": {f"{k}/{s}": n for (k, s), n in counts.items()},
-            "submissions": len(subs), "parts": len(sparts), "push_retries": retries,
-            "max_attempt": max((t["attempt"] for t in tasks), default=0)}
+            "submissions": len(subs), "parts": len(parts), "push_retries": retries,
+            "max_attempt": max((t.attempt for t in lines), default=0)}
 
 
 def write_results(args, ours: dict, seed: dict | None, meta: dict) -> str:

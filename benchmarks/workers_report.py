@@ -12,8 +12,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common.warm import split_worker_queue
 from dwfhpc.report import percentile as q  # (p in 0-100, nan when empty)
+from dwfhpc.report.timeline import CcdTimeline, split_worker_queue
+from dwfhpc.states import TaskState
 
 IMPORTS = "import dwfhpc.node.run, astropy.io.fits, numpy, fitsio, sep"
 STAGES = ("hold", "queue", "startup", "stage", "calibrate", "copyback", "other")
@@ -77,9 +78,13 @@ def analyse(res: dict, starts: dict[str, float]) -> list[dict]:
             rec["python_up"] = (started - up) if up is not None else float("nan")  # unpickle + dwfhpc imports
         rec["running"] = started - r["t_verified"]  # verified -> the node code runs this CCD
         out.append(rec)
-    if res["workers"]:  # queue = waiting for a free worker + dispatch (a worker was free)
-        split_worker_queue(out)
-        for rec in out:
+    if res["workers"]:  # queue = waiting for a free worker + dispatch (a worker was free): the package's split
+        lines = [CcdTimeline(part=rec["part"], ccd=rec["ccd"], expid="", kind="", state=TaskState.DONE,
+                             attempt=rec["attempt"], submitted=rec["t_submitted"], claimed=rec["claimed"],
+                             finished=rec["finished"], worker=rec["worker"]) for rec in out]
+        split_worker_queue(lines)
+        for rec, line in zip(out, lines, strict=True):
+            rec["wait_worker"], rec["dispatch"] = line.wait_worker, line.dispatch
             rec["claim"] = rec["claimed"] - rec["t_verified"]
     return out
 

@@ -20,6 +20,7 @@ from ..statedb import StateDB, TaskRow
 from ..states import TASK_DISPLAY, PartState, TaskState
 from .counts import ccd_counts
 from .model import CCDRecord, ExposureRecord, NightData, median_of_known
+from .timeline import NODE_STAGES, CcdTimeline, ccd_timelines
 
 
 def _journal(site: SiteSettings):
@@ -29,18 +30,16 @@ def _journal(site: SiteSettings):
     return Journal(path) if path and path.exists() else None
 
 
-def _stages(tasks: list[TaskRow], arrived: dict[str, float]) -> dict[str, float]:
-    ok = [t for t in tasks if t.state == TaskState.DONE and t.result]
-    if not ok:
+def _stages(timelines: list[CcdTimeline]) -> dict[str, float]:
+    """Medians over the exposure's done CCDs of the node's stages (:data:`~.timeline.NODE_STAGES`) and of the
+    queue as the report shows it: the part in the inbox -> the node code started (verification, throttles,
+    waiting for masters, the scheduler or a free worker)."""
+    done = [t for t in timelines if t.state == TaskState.DONE and t.timings]
+    if not done:
         return {}
-    tm = [t.result.timings for t in ok]
-
-    def med(*keys: str) -> float:
-        return float(np.median([sum(x.get(k, 0.0) for k in keys) for x in tm]))
-
-    out = {"stage": med("stage", "verify", "decompress"), "calibrate": med("calibrate", "qa"), "copyback": med("copyback")}
-    # queue: part in the inbox -> task started (verification, throttles, waiting for masters, the scheduler)
-    waits = [t.t_started - arrived.get(t.part, t.t_submitted or 0.0) for t in ok if t.t_started and t.t_submitted]
+    per = [t.stages() for t in done]
+    out = {s: float(np.median([p[s] for p in per])) for s in NODE_STAGES}
+    waits = [w for t in done if (w := t.cluster_wait) is not None]
     if waits:
         out["queue"] = max(0.0, float(np.median(waits)))
     return out
@@ -58,6 +57,9 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
     by_exp: dict[str, list[TaskRow]] = defaultdict(list)
     for t in tasks:
         by_exp[t.expid].append(t)
+    lines: dict[str, list[CcdTimeline]] = defaultdict(list)
+    for tl in ccd_timelines(db, journal, night=night):
+        lines[tl.expid].append(tl)
     exposures, ccds = [], []
     for expid in sorted({p.expid for p in parts}, key=lambda e: min(p.expnum or 0 for p in parts if p.expid == e)):
         eparts = [p for p in parts if p.expid == expid]
@@ -66,7 +68,7 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
         qa = [t.result.qa for t in ets if t.state == TaskState.DONE and t.result]
         rec = ExposureRecord(expid=expid, expnum=first.expnum or 0, kind=first.kind, filter=first.filter or "",
                              field=first.field or "", n_ccds=len(ets), n_done=sum(t.state == TaskState.DONE for t in ets),
-                             stages=_stages(ets, {p.stem: p.t_inbox for p in eparts if p.t_inbox}),
+                             stages=_stages(lines.get(expid, [])),
                              fwhm=median_of_known(q.fwhm_arcsec for q in qa),
                              sky=median_of_known(q.sky for q in qa), nsources=median_of_known(q.n_sources for q in qa))
         row = journal.exposure(expid) if journal else None
