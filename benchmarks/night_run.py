@@ -1,8 +1,9 @@
 """Our night in ``night.py``: the real ``push`` over the emulated WAN and ``ingest`` on Slurm; its analysis and report.
 
 Stages of one CCD (file complete = the telescope closed the file): see ``night.py``'s docstring and
-:data:`STAGES`. The figures come from read-only SQLite queries of the state DB and the push journal, the
-node result stored in the state DB, Slurm's job-completion log and the telescope's own log.
+:data:`STAGES`. The figures come from the package's per-CCD timelines (:mod:`dwfhpc.report.timeline`) read
+from copies of the state DB and the push journal (the run's files are only read), Slurm's job-completion log
+and the telescope's own log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,7 @@ from common.cpusample import by_component
 from common.cpusample import table as cpu_table
 from common.procs import dwfhpc, env, say
 from common.slurm import jobcomp_starts, squeue
+from common.snapshot import snapshot
 from common.tables import load_between, pct, stage_rows
 from common.wan import stream_transport, wanlink
 from dwfhpc.push import Journal
@@ -147,7 +150,8 @@ def analyse_ours(run: dict, slurm: dict) -> dict:
     """Per-CCD and per-exposure stages of our night from the package's timelines (:mod:`dwfhpc.report.timeline`:
     the state DB, the push journal and the node results), plus the benchmark's own two times: when the
     telescope wrote each file, and (arrays) Slurm's StartTime, which splits the queue from the start-up."""
-    with StateDB(run["state"]) as db, Journal(run["journal"]) as journal:
+    with tempfile.TemporaryDirectory() as copies, StateDB(snapshot(run["state"], copies)) as db, \
+            Journal(snapshot(run["journal"], copies)) as journal:
         lines = ccd_timelines(db, journal)
         parts, subs = db.parts(), db.submissions()
         retries = journal.rows("SELECT count(*) n FROM events WHERE message LIKE 'retry%'")[0]["n"]

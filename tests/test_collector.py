@@ -238,7 +238,8 @@ def test_task_result_round_trip_and_validation(tmp_path):
 def test_typed_qa_wcs_worker_and_masters_keep_the_json_and_come_back_typed_from_the_state_db(db):
     """qa / wcs / worker / masters are dataclasses in Python and the same flat JSON objects on disk."""
     stored = {"status": "ok", "version": 1, "ccd": 1, "started": 10.0, "finished": 20.0, "timings": {"total": 3.0},
-              "qa": {"fwhm_arcsec": 1.2, "n_sources": 40, "sky": 100.5, "field": "COSMOS", "backend": "embedded"},
+              "qa": {"fwhm_arcsec": 1.2, "n_sources": 40, "sky": 100.5, "ellipticity": None, "field": "COSMOS",
+                     "backend": "embedded"},
               "wcs": {"status": "ok", "n_match": 12, "dx": 0.3, "dy": -0.1, "rms": 0.05, "reason": ""},
               "worker": {"name": "w1", "job_id": "7_0", "claimed": 9.0, "preload_seconds": 0.2, "task_number": 3},
               "masters": {"bias": "/m/b.fits", "flat": None, "bias_night": "2024-01-01", "flat_night": None,
@@ -249,12 +250,16 @@ def test_typed_qa_wcs_worker_and_masters_keep_the_json_and_come_back_typed_from_
     assert r.wcs.status == WcsStatus.OK and r.wcs.shift == (0.3, -0.1)
     assert isinstance(r.worker, WorkerRun) and r.worker.job_id == "7_0" and r.masters.fallback is True
     back = json.loads(r.to_json())
-    assert {k: back[k] for k in stored} == stored  # the same JSON, key for key
+    assert {k: back[k] for k in stored} == stored  # the same JSON, key for key (a null one too)
+    assert "fwhm_arcsec" not in TaskResult(qa={"sky": 1.0}).to_dict()["qa"]  # one not given is not made up
     assert TaskResult(wcs={"status": "failed", "reason": "3 matches"}).wcs.shift is None
     with pytest.raises(ResultError, match="qa.n_sources must be an integer or null"):
         TaskResult.from_dict({**stored, "qa": {"n_sources": "many"}})
-    with pytest.raises(ResultError, match="wcs.status must be one of"):
-        TaskResult.from_dict({**stored, "wcs": {"status": "maybe"}})
+    for odd in ("maybe", ["ok"], {"ok": 1}):  # never a TypeError: a bad result is a ResultError, read as a failure
+        with pytest.raises(ResultError, match="wcs.status must be one of"):
+            TaskResult.from_dict({**stored, "wcs": {"status": odd}})
+    with pytest.raises(ResultError, match="'status' must be one of"):
+        TaskResult.from_dict({**stored, "status": ["ok"]})
     # the state DB keeps the JSON and returns the dataclass
     add_part(db, ccds=(1, 2))
     db.finish(PART, 1, r, now=21.0)

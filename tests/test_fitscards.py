@@ -114,6 +114,23 @@ def test_identity_cards_first_occurrence_and_blank_without_value():
                                     "DATE-OBS": "2013-05-01T01:02:03"}
 
 
+@pytest.mark.parametrize("value,ok", [(25, True), (25.0, True), ("25", True), (25.7, False), (True, False),
+                                      ("T", False)])
+def test_an_identity_number_is_a_whole_number_whatever_reader_typed_it(value, ok):
+    """The cards' reader gives reals and logicals typed (as astropy does): CCDNUM 25.7 or T is no CCD."""
+    from dwfhpc.errors import FitsFormatError
+    from dwfhpc.instruments import get_instrument
+
+    header = fits.Header()
+    header["CCDNUM"] = value
+    read = get_instrument("decam")._int
+    if ok:
+        assert read(header, "CCDNUM", "x.fits") == 25
+    else:
+        with pytest.raises(FitsFormatError, match="CCDNUM=.* is not an integer"):
+            read(header, "CCDNUM", "x.fits")
+
+
 def test_declared_shape_refuses_real_structure_keywords(tmp_path):
     """bounds reads NAXISn/BITPIX/ZNAXIS as integers only: a real (2.0) is refused, as its text was before."""
     def shape(*cards, blocks=1):

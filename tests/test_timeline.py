@@ -82,3 +82,17 @@ def test_worker_mode_splits_the_queue_into_waiting_for_a_worker_dispatch_and_sta
     assert (lines[1]["wait_worker"], lines[1]["dispatch"], lines[1]["start"]) == (0.0, 1.0, 0.5)
     # the worker was busy until 122: 7 s waiting for it, then 1 s until its claim
     assert (lines[2]["wait_worker"], lines[2]["dispatch"], lines[2]["start"]) == (7.0, 1.0, 0.5)
+
+
+def test_a_task_queued_again_does_not_borrow_its_earlier_attempts_times(db):
+    _part(db, (1,), t_inbox=111.0, now=112.0)
+    db.add_submission(PART, "workers", None, "dwf-x", "spec.json", None, [1], ["t1"], now=115.0)
+    first = TaskResult(status=TaskStatus.ERROR, error="node lost its scratch", ccd=1, started=116.0, finished=117.0,
+                       timings=TIMINGS, worker=WorkerRun(name="w1", claimed=115.5))
+    db.record_attempt(PART, 1, first, now=118.0)
+    db.requeue(PART, 1, attempt=2, reason="retry")
+    db.add_submission(PART, "workers", None, "dwf-x", "spec.json", None, [1], ["t2"], now=140.0)
+    (again,) = ccd_timelines(db)
+    assert (again.attempt, again.submitted) == (2, 140.0)
+    assert again.claimed is None and again.started is None and again.finished is None and again.worker is None
+    assert again.stages()["queue"] is None

@@ -143,7 +143,10 @@ class Instrument(ABC):
     def _int(self, header: fits.Header, key: str, path) -> int:
         if key not in header:
             raise FitsFormatError(f"missing header keyword {key}", path)
+        value = header[key]
         try:
-            return int(header[key])
-        except (TypeError, ValueError):
-            raise FitsFormatError(f"header keyword {key}={header[key]!r} is not an integer", path) from None
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)  # a logical is no number; 25.7 is no CCD (25.0 is, as astropy may read it)
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise FitsFormatError(f"header keyword {key}={value!r} is not an integer", path) from None

@@ -87,9 +87,9 @@ def _masters_ok(v: Any) -> bool:
 
 _CHECKS = {  # JSON key -> (check, what it must be)
     "version": (_is_int, "an integer"),
-    "status": (lambda v: v in set(TaskStatus), f"one of {', '.join(TaskStatus)}"),
+    "status": (lambda v: isinstance(v, str) and v in set(TaskStatus), f"one of {', '.join(TaskStatus)}"),
     "error": (_opt(_is_str), "a string or null"),
-    "error_kind": (_opt(lambda v: v in set(ErrorKind)), f"null or one of {', '.join(ErrorKind)}"),
+    "error_kind": (_opt(lambda v: isinstance(v, str) and v in set(ErrorKind)), f"null or one of {', '.join(ErrorKind)}"),
     "index": (_opt(_is_int), "an integer or null"),
     "spec": (_opt(_is_str), "a string or null"),
     "expid": (_opt(_is_str), "a string or null"),
@@ -122,12 +122,14 @@ _CHECKS = {  # JSON key -> (check, what it must be)
 class _Summary:
     """A JSON object of a result with known, typed keys (the dataclass fields) and any others in ``extra``.
 
-    The JSON stays flat (``{"fwhm_arcsec": 1.1, "field": "..."}``): :meth:`to_dict` leaves out the known keys
-    that are None and puts the ``extra`` keys beside them; :meth:`from_dict` reads it back, checking the known
-    keys' types.
+    The JSON stays flat (``{"fwhm_arcsec": 1.1, "field": "..."}``): :meth:`to_dict` writes the known keys that
+    are set or came in the JSON (null too) and puts the ``extra`` keys beside them; :meth:`from_dict` reads it
+    back, checking the known keys' types, so a result's JSON goes back out key for key.
     """
 
     extra: dict[str, Any] = field(default_factory=dict)  # keys a backend adds (expid, ccd, field, bias, ...)
+    #: the known keys the JSON had, null ones too (written back as they came)
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     #: known key -> (check of a non-null value, what it must be)
     CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {}
     WHAT: ClassVar[str] = ""
@@ -147,10 +149,11 @@ class _Summary:
                 if value is not None and not check(value):
                     raise ResultError(f"task result key {cls.WHAT}.{key} must be {what} or null, not {value!r}")
                 known[key] = value
-        return cls(**known, extra={k: v for k, v in data.items() if k not in cls.CHECKS})
+        return cls(**known, extra={k: v for k, v in data.items() if k not in cls.CHECKS}, given=frozenset(known))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.CHECKS if getattr(self, name) is not None}
+        out = {name: getattr(self, name) for name in self.CHECKS
+               if getattr(self, name) is not None or name in self.given}
         return {**out, **self.extra}
 
 
@@ -195,7 +198,8 @@ class WcsSummary(_Summary):
     rms: float | None = None  # arcsec, after the shift
     reason: str | None = None
     CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
-        "status": (lambda v: v in set(WcsStatus), f"one of {', '.join(WcsStatus)}"), "n_match": _INT,
+        "status": (lambda v: isinstance(v, str) and v in set(WcsStatus), f"one of {', '.join(WcsStatus)}"),
+        "n_match": _INT,
         "dx": _NUMBER, "dy": _NUMBER, "rms": _NUMBER, "reason": (_is_str, "a string")}
     WHAT: ClassVar[str] = "wcs"
 

@@ -99,8 +99,12 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 def timeline(task: TaskRow, part: PartRow | None, exposure=None, sent=None) -> CcdTimeline:
-    """One CCD's timeline from its task and part rows, and (if known) the journal's exposure and sent part."""
-    r = task.result
+    """One CCD's timeline from its task and part rows, and (if known) the journal's exposure and sent part.
+
+    The stored result counts only when it is this attempt's: a done task's always is; a task queued or
+    running again (or lost) may still hold an earlier attempt's, which started before this one was submitted.
+    """
+    r = task.result if _this_attempts(task) else None
     worker = r.worker if r else None
     return CcdTimeline(
         part=task.part, ccd=task.ccd, expid=task.expid, kind=task.kind, state=task.state, attempt=task.attempt,
@@ -108,10 +112,16 @@ def timeline(task: TaskRow, part: PartRow | None, exposure=None, sent=None) -> C
         confirmed=getattr(sent, "t_confirmed", None), inbox=part.t_inbox if part else None,
         verified=part.t_verified if part else None, submitted=task.t_submitted,
         claimed=worker.claimed if worker else None,
-        started=(r.started if r and r.started is not None else task.t_started),
-        finished=(r.finished if r and r.finished is not None else task.t_finished),
+        started=r.started if r else None, finished=r.finished if r else None,
         timings=dict(r.timings) if r else {}, job_id=task.job_id, worker=worker.name if worker else None,
         preload=worker.preload_seconds if worker else None, host=r.host if r else None)
+
+
+def _this_attempts(task: TaskRow) -> bool:
+    r = task.result
+    if r is None or task.state == TaskState.DONE:
+        return r is not None
+    return r.started is not None and task.t_submitted is not None and r.started >= task.t_submitted
 
 
 def split_worker_queue(timelines: Iterable[CcdTimeline]) -> None:

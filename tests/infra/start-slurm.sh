@@ -32,7 +32,7 @@ mkdir -p $V/state $V/spool $V/log $V/run $M
 start_munge $M
 
 # 3. slurm.conf (regenerated; restart daemons only when it changed)
-CTLD_ADDR=127.0.0.1
+CTLD_ADDR=127.0.0.1 SLURMD_PER_NODE=0 ACCT_TYPE=accounting_storage/none  # not from the caller's environment
 CONF_BEFORE[SchedulerParameters]="# batch_sched_delay=0: ~1 s per array wave instead of ~3 s"
 CONF_BEFORE[SlurmdParameters]="# advertise SLURM_CPUS even where the machine has fewer cores (light test tasks share them)"
 if [ "$WITH_DBD" = 1 ]; then

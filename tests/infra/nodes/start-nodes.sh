@@ -78,7 +78,7 @@ cat > $ND/task-prolog.sh <<SH
 exit 0
 SH
 chmod 755 $ND/task-prolog.sh
-CTLD_ADDR=$NET.1 SLURMD_PER_NODE=1
+CTLD_ADDR=$NET.1 SLURMD_PER_NODE=1 ACCT_TYPE=accounting_storage/none
 CONF_AFTER[TaskPlugin]="TaskProlog=$ND/task-prolog.sh"
 CONF_BEFORE[ReturnToService]="# a node that comes back registers and is usable again; a lost one is DOWN after SlurmdTimeout"
 CONF_AFTER[ReturnToService]="SlurmdTimeout=20
