@@ -234,11 +234,11 @@ def test_pbs_workers_claim_ccds_use_the_site_scratch_and_drain(pbs, parts_cache,
         assert tasks and all(t.state == "done" for t in tasks), [(t.ccd, t.state, t.reason) for t in tasks]
         assert len({(t.expid, t.ccd) for t in tasks}) == len(tasks) == 8
         workers = [t.result.worker for t in tasks]
-        assert all(w and re.fullmatch(r"\d+\[\d\]\.\S+", w["job_id"]) for w in workers)  # PBS subjobs ran them
-        assert 1 <= len({w["name"] for w in workers}) <= 2
+        assert all(w and re.fullmatch(r"\d+\[\d\]\.\S+", w.job_id) for w in workers)  # PBS subjobs ran them
+        assert 1 <= len({w.name for w in workers}) <= 2
         # $PBS_JOBFS, under its bracket-free name (pbs_templates/scratch-names.sh): TMPDIR's would end .TMPDIR
         for w in workers:
-            cal = Path(w["calibrations"])
+            cal = Path(w.calibrations)
             assert cal.parent.name.endswith(".PBS_JOBFS") and cal.parent.parent == PBS_PREFIX / "tmp", cal
         for t in tasks:  # each CCD's own scratch too
             assert ".PBS_JOBFS/" in t.result.scratch, t.result.scratch
