@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for stem in result.restored:
         print(f"parts-store copy restored: {stem}")
     by_part: dict[str, list[str]] = {}
-    for r in result.requeued:
+    for r in sorted(result.requeued, key=lambda r: (r["part"], r["ccd"])):  # CCDs in order, whenever each failed
         by_part.setdefault(r["part"], []).append(f"{r['ccd']} (attempt {r['attempt']}, was {r['was']})")
     for part, ccds in by_part.items():
         print(f"queued again: {part} CCD {', '.join(ccds)}")
