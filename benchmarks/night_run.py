@@ -30,7 +30,7 @@ from common.snapshot import snapshot
 from common.tables import load_between, pct, stage_rows
 from common.wan import stream_transport, wanlink
 from dwfhpc.push import Journal
-from dwfhpc.report.timeline import ccd_timelines
+from dwfhpc.report.timeline import journal_rows, timelines
 from dwfhpc.statedb import StateDB
 from dwfhpc.states import TASK_FINAL, TaskState
 from night_seed import SEED_CCDS_PER_JOB, SEED_STAGES
@@ -152,10 +152,10 @@ def analyse_ours(run: dict, slurm: dict) -> dict:
     telescope wrote each file, and (arrays) Slurm's StartTime, which splits the queue from the start-up."""
     with tempfile.TemporaryDirectory() as copies, StateDB(snapshot(run["state"], copies)) as db, \
             Journal(snapshot(run["journal"], copies)) as journal:
-        lines = ccd_timelines(db, journal)
         parts, subs = db.parts(), db.submissions()
+        jexp, sent = journal_rows(journal)
+        lines = timelines(db.tasks(), {p.stem: p for p in parts}, jexp, sent)
         retries = journal.rows("SELECT count(*) n FROM events WHERE message LIKE 'retry%'")[0]["n"]
-        jexp = {e.expid: e for e in journal.exposures()}
     starts = jobcomp_starts(slurm)
     warm = [t for t in lines if t.worker and t.state == TaskState.DONE]  # calibration frames too: they keep workers busy
     ccds, counts = [], {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dwfhpc.config import load_site
 from dwfhpc.ingest.executors import worker_queue_root
-from dwfhpc.ingest.executors.workers import worker_status
+from dwfhpc.workers.status import worker_status
 from dwfhpc.ingest.submitter import spec_path
 from dwfhpc.layout import JobFiles, WorkerQueueFiles
 from dwfhpc.node import result_path

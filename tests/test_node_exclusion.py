@@ -24,7 +24,8 @@ from dwfhpc.db import install_event_handler, remove_event_handler
 from dwfhpc.errors import DwfError
 from dwfhpc.ingest.collector import Collector
 from dwfhpc.ingest.executors import Outcome
-from dwfhpc.ingest.status import excluded_nodes, summary
+from dwfhpc.ingest.status import summary
+from dwfhpc.report.status import excluded_nodes
 from dwfhpc.ingest.submitter import Submitter
 from dwfhpc.ingest.throttle import Throttle
 from dwfhpc.node.result import ErrorKind, TaskResult, TaskStatus, node_name

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..report import percentile
 from ..report.counts import ccd_counts, counts_dict
-from ..report.status import excluded_nodes, mode, spread_of_done  # noqa: F401  (excluded_nodes: its old home)
+from ..report.status import excluded_nodes, mode, spread_of_done
 from ..statedb import StateDB
 from ..states import PartState, TaskState, exposure_state_from_tasks
 

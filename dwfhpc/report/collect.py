@@ -20,7 +20,7 @@ from ..statedb import StateDB, TaskRow
 from ..states import TASK_DISPLAY, PartState, TaskState
 from .counts import ccd_counts
 from .model import CCDRecord, ExposureRecord, NightData, median_of_known
-from .timeline import NODE_STAGES, CcdTimeline, ccd_timelines
+from .timeline import NODE_STAGES, CcdTimeline, journal_rows, timelines
 
 
 def _journal(site: SiteSettings):
@@ -52,13 +52,17 @@ def nights(db: StateDB) -> list[str]:
 def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | None = None) -> NightData:
     """Exposures and CCDs of ``night`` as the report shows them."""
     journal = _journal(site)
-    parts = [p for p in db.parts(night=night) if p.state != PartState.QUARANTINED]
+    every_part = db.parts(night=night)
+    parts = [p for p in every_part if p.state != PartState.QUARANTINED]
     tasks = db.tasks(night=night)
     by_exp: dict[str, list[TaskRow]] = defaultdict(list)
     for t in tasks:
         by_exp[t.expid].append(t)
+    sent_exposures, sent_parts = journal_rows(journal)
+    if journal:
+        journal.close()
     lines: dict[str, list[CcdTimeline]] = defaultdict(list)
-    for tl in ccd_timelines(db, journal, night=night):
+    for tl in timelines(tasks, {p.stem: p for p in every_part}, sent_exposures, sent_parts):
         lines[tl.expid].append(tl)
     exposures, ccds = [], []
     for expid in sorted({p.expid for p in parts}, key=lambda e: min(p.expnum or 0 for p in parts if p.expid == e)):
@@ -71,7 +75,7 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
                              stages=_stages(lines.get(expid, [])),
                              fwhm=median_of_known(q.fwhm_arcsec for q in qa),
                              sky=median_of_known(q.sky for q in qa), nsources=median_of_known(q.n_sources for q in qa))
-        row = journal.exposure(expid) if journal else None
+        row = sent_exposures.get(expid)
         rec.t_complete = row.t_complete if row and row.t_complete else min(p.t_inbox or 0 for p in eparts) or None
         if row and row.t_complete and row.t_packed:
             rec.stages["pack"] = row.t_packed - row.t_complete
@@ -85,8 +89,6 @@ def night_data(site: SiteSettings, db: StateDB, night: str, instrument: str | No
             ccds.append(CCDRecord(expid, t.ccd, TASK_DISPLAY[TaskState(t.state)], t.attempt, t.reason,
                                   fwhm=q.fwhm_arcsec, ellipticity=q.ellipticity, sky=q.sky, nsources=q.n_sources,
                                   wcs_status=str(w.status) if w.status else None))
-    if journal:
-        journal.close()
     inst = instrument or (parts[0].instrument if parts else site.instrument)
     from .status import excluded_nodes, mode, spread_of_done
 

@@ -24,12 +24,16 @@ other           total (complete -> finished) minus the stages above
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..statedb import StateDB
 from ..statedb_rows import PartRow, TaskRow
 from ..states import TaskState
+
+if TYPE_CHECKING:
+    from ..push.journal import ExposureRow, Journal, SentPart
 
 #: the stages of :meth:`CcdTimeline.stages` in order (arrays: no wait_worker / dispatch / start)
 STAGES = ("pack", "transfer", "inbox", "hold", "queue", "wait_worker", "dispatch", "start", "stage", "calibrate",
@@ -98,7 +102,8 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return b - a if a is not None and b is not None else None
 
 
-def timeline(task: TaskRow, part: PartRow | None, exposure=None, sent=None) -> CcdTimeline:
+def timeline(task: TaskRow, part: PartRow | None, exposure: ExposureRow | None = None,
+             sent: SentPart | None = None) -> CcdTimeline:
     """One CCD's timeline from its task and part rows, and (if known) the journal's exposure and sent part.
 
     The stored result counts only when it is this attempt's: a done task's always is; a task queued or
@@ -108,8 +113,8 @@ def timeline(task: TaskRow, part: PartRow | None, exposure=None, sent=None) -> C
     worker = r.worker if r else None
     return CcdTimeline(
         part=task.part, ccd=task.ccd, expid=task.expid, kind=task.kind, state=task.state, attempt=task.attempt,
-        complete=getattr(exposure, "t_complete", None), packed=getattr(sent, "t_packed", None),
-        confirmed=getattr(sent, "t_confirmed", None), inbox=part.t_inbox if part else None,
+        complete=exposure.t_complete if exposure else None, packed=sent.t_packed if sent else None,
+        confirmed=sent.t_confirmed if sent else None, inbox=part.t_inbox if part else None,
         verified=part.t_verified if part else None, submitted=task.t_submitted,
         claimed=worker.claimed if worker else None,
         started=r.started if r else None, finished=r.finished if r else None,
@@ -142,20 +147,30 @@ def split_worker_queue(timelines: Iterable[CcdTimeline]) -> None:
             free = t.finished
 
 
-def ccd_timelines(db: StateDB, journal=None, *, night: str | None = None) -> list[CcdTimeline]:
-    """Every CCD task (of ``night``) as a timeline; ``journal`` (a :class:`dwfhpc.push.Journal`, when the
-    telescope's journal is on this machine) adds the telescope-side times. Worker queues are split."""
-    parts = {p.stem: p for p in db.parts(night=night)}
-    exposures, sent = {}, {}
-    if journal is not None:
-        exposures = {e.expid: e for e in journal.exposures()}
-        sent = {(s.expid, s.k): s for s in journal.parts()}
+def journal_rows(journal: Journal | None) -> tuple[dict[str, ExposureRow], dict[tuple[str, int], SentPart]]:
+    """The telescope's side of every exposure and sent part, by expid and (expid, k); empty without a journal."""
+    if journal is None:
+        return {}, {}
+    return {e.expid: e for e in journal.exposures()}, {(s.expid, s.k): s for s in journal.parts()}
+
+
+def timelines(tasks: Iterable[TaskRow], parts: Mapping[str, PartRow], exposures: Mapping[str, ExposureRow],
+              sent: Mapping[tuple[str, int], SentPart]) -> list[CcdTimeline]:
+    """The tasks as timelines, from rows already read (``parts`` by stem; :func:`journal_rows`); worker queues
+    are split."""
     out = []
-    for task in db.tasks(night=night):
+    for task in tasks:
         part = parts.get(task.part)
         out.append(timeline(task, part, exposures.get(task.expid), sent.get((task.expid, part.k)) if part else None))
     split_worker_queue(out)
     return out
 
 
-__all__ = ["NODE_STAGES", "STAGES", "CcdTimeline", "ccd_timelines", "split_worker_queue", "timeline"]
+def ccd_timelines(db: StateDB, journal: Journal | None = None, *, night: str | None = None) -> list[CcdTimeline]:
+    """Every CCD task (of ``night``) as a timeline; ``journal`` (the telescope's push journal, when it is on
+    this machine) adds the telescope-side times."""
+    return timelines(db.tasks(night=night), {p.stem: p for p in db.parts(night=night)}, *journal_rows(journal))
+
+
+__all__ = ["NODE_STAGES", "STAGES", "CcdTimeline", "ccd_timelines", "journal_rows", "split_worker_queue", "timeline",
+           "timelines"]

@@ -43,7 +43,6 @@ from ...states import QueueEntry, SchedulerState, WorkerState
 from ...workers import WorkQueue
 from ...workers.queue import ALL
 from ...workers.settings import WorkerSettings
-from ...workers.status import worker_status  # noqa: F401  (re-exported: its old home)
 from .base import ArrayExecutor, ArrayRequest, Submitted, WorkerRequest
 
 log = logging.getLogger(__name__)
